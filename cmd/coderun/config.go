@@ -1,0 +1,167 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/gharart/coderun/auth"
+)
+
+// config is the service's configuration: flags win over CODERUN_* variables,
+// which win over the defaults (CONTRACT.md "Command line and configuration").
+type config struct {
+	Addr          string
+	DatabaseURL   string
+	DataDir       string
+	JWTSecret     string
+	JWTPublicKeys string
+	JWTIssuer     string
+	JWTAudience   string
+	WorkerSlots   int
+	MaxBodyBytes  int64
+	AllowNetwork  bool
+	Introspection bool
+	LogFormat     string
+	LogLevel      string
+}
+
+// bindFlags registers the configuration flags on fs, defaulting each to its
+// environment variable.
+func (c *config) bindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", env("CODERUN_ADDR", "127.0.0.1:8080"), "listen address (CODERUN_ADDR)")
+	fs.StringVar(&c.DatabaseURL, "database-url", env("CODERUN_DATABASE_URL", ""), "postgres://… or sqlite://PATH (CODERUN_DATABASE_URL; default sqlite://DATA_DIR/coderun.db)")
+	fs.StringVar(&c.DataDir, "data-dir", env("CODERUN_DATA_DIR", "./data"), "directory for the embedded database and generated secrets (CODERUN_DATA_DIR)")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", env("CODERUN_JWT_SECRET", ""), "HS256 secret (CODERUN_JWT_SECRET; generated into the data dir when unset)")
+	fs.StringVar(&c.JWTPublicKeys, "jwt-public-keys", env("CODERUN_JWT_PUBLIC_KEYS", ""), "file of PEM public keys for RS256/EdDSA (CODERUN_JWT_PUBLIC_KEYS)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", env("CODERUN_JWT_ISSUER", "coderun"), "required JWT iss (CODERUN_JWT_ISSUER)")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", env("CODERUN_JWT_AUDIENCE", "coderun"), "required JWT aud (CODERUN_JWT_AUDIENCE)")
+	fs.IntVar(&c.WorkerSlots, "worker-slots", envInt("CODERUN_WORKER_SLOTS", runtime.NumCPU()), "runs executed at once by this process; 0 = no in-process worker (CODERUN_WORKER_SLOTS)")
+	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", int64(envInt("CODERUN_MAX_BODY_BYTES", 1<<20)), "largest request body accepted (CODERUN_MAX_BODY_BYTES)")
+	fs.BoolVar(&c.AllowNetwork, "allow-network", envBool("CODERUN_ALLOW_NETWORK", false), "let runtimes ask for a network (CODERUN_ALLOW_NETWORK)")
+	fs.BoolVar(&c.Introspection, "graphql-introspection", envBool("CODERUN_GRAPHQL_INTROSPECTION", true), "serve GraphQL introspection (CODERUN_GRAPHQL_INTROSPECTION)")
+	fs.StringVar(&c.LogFormat, "log-format", env("CODERUN_LOG_FORMAT", "text"), "text or json (CODERUN_LOG_FORMAT)")
+	fs.StringVar(&c.LogLevel, "log-level", env("CODERUN_LOG_LEVEL", "info"), "debug, info, warn or error (CODERUN_LOG_LEVEL)")
+}
+
+// databaseURL is the configured database, or the embedded default.
+func (c *config) databaseURL() string {
+	if c.DatabaseURL != "" {
+		return c.DatabaseURL
+	}
+	return "sqlite://" + filepath.Join(c.DataDir, "coderun.db")
+}
+
+// jwtConfig returns the JWT verification settings. Without a configured secret
+// a random one is generated once and kept in the data dir, so that tokens
+// minted by `coderun token jwt` keep working across restarts.
+func (c *config) jwtConfig() (auth.JWTConfig, error) {
+	cfg := auth.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience}
+	secret, err := c.jwtSecret()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.HS256Secret = secret
+	if c.JWTPublicKeys != "" {
+		if cfg.PublicKeys, err = auth.LoadPublicKeys(c.JWTPublicKeys); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+func (c *config) jwtSecret() ([]byte, error) {
+	if c.JWTSecret != "" {
+		return []byte(c.JWTSecret), nil
+	}
+	path := filepath.Join(c.DataDir, "jwt-secret")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return []byte(strings.TrimSpace(string(b))), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read the JWT secret: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	secret := hex.EncodeToString(raw)
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create the data dir: %w", err)
+	}
+	// O_EXCL: if another process wrote one meanwhile, use theirs.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return c.jwtSecret()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store the JWT secret: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(secret + "\n"); err != nil {
+		return nil, fmt.Errorf("store the JWT secret: %w", err)
+	}
+	return []byte(secret), nil
+}
+
+func (c *config) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("bad log level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("bad log format %q: want text or json", c.LogFormat)
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// envErrors collects environment variables that hold no valid value; commands
+// refuse to start while there are any.
+var envErrors []error
+
+func envInt(name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		envErrors = append(envErrors, fmt.Errorf("%s=%q is not a whole number", name, v))
+		return def
+	}
+	return n
+}
+
+func envBool(name string, def bool) bool {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		envErrors = append(envErrors, fmt.Errorf("%s=%q is not true or false", name, v))
+		return def
+	}
+	return b
+}

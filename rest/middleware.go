@@ -1,0 +1,197 @@
+package rest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gharart/coderun"
+)
+
+// withRequestID gives every request an id, in its context and in the
+// X-Request-Id response header, before anything else can answer.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := "req_" + ulid.Make().String()
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(coderun.NewContextWithRequestID(r.Context(), id)))
+	})
+}
+
+// withRecover turns a panic into a 500 problem that carries the request id.
+func withRecover(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil || v == http.ErrAbortHandler {
+				if v != nil {
+					panic(v)
+				}
+				return
+			}
+			log.ErrorContext(r.Context(), "panic serving request",
+				"request_id", coderun.RequestIDFromContext(r.Context()), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			if rec, ok := w.(*recorder); !ok || !rec.wroteHeader {
+				writeError(w, r, errors.New("panic"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// recorder remembers the status a handler answered with.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(status int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = status, true
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flush, deadlines).
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Hijack lets the websocket upgrade take over the connection.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("the connection cannot be hijacked")
+	}
+	r.status, r.wroteHeader = http.StatusSwitchingProtocols, true
+	return h.Hijack()
+}
+
+// Flush sends buffered data to the client.
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// metrics are the HTTP server's Prometheus series.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coderun_http_requests_total", Help: "HTTP requests served, by route and status.",
+		}, []string{"method", "route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "coderun_http_request_duration_seconds", Help: "Time to serve an HTTP request, by route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"method", "route"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+// requestInfo collects what the inner layers learn about a request (its route,
+// its caller) for the access log written by the outer one.
+type requestInfo struct {
+	route     string
+	handle    string
+	principal *coderun.Principal
+}
+
+type infoKey struct{}
+
+func infoOf(r *http.Request) *requestInfo {
+	if i, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
+		return i
+	}
+	return &requestInfo{}
+}
+
+// withAccessLog logs and counts every request once it is served, under the
+// route pattern (not the raw path, which would carry ids).
+func withAccessLog(log *slog.Logger, m *metrics, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &requestInfo{route: "unmatched"}
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+		elapsed := time.Since(start)
+		m.requests.WithLabelValues(r.Method, info.route, strconv.Itoa(rec.status)).Inc()
+		m.duration.WithLabelValues(r.Method, info.route).Observe(elapsed.Seconds())
+		attrs := []any{
+			"request_id", coderun.RequestIDFromContext(r.Context()),
+			"method", r.Method, "route", info.route, "path", r.URL.Path,
+			"status", rec.status, "duration_ms", elapsed.Milliseconds(),
+		}
+		if info.handle != "" {
+			attrs = append(attrs, "handle", info.handle)
+		}
+		if p := info.principal; p != nil {
+			attrs = append(attrs, "user", p.UserID, "token_id", p.TokenID)
+		}
+		log.InfoContext(r.Context(), "request", attrs...)
+	})
+}
+
+// withBodyLimit bounds every request body; a larger one is refused up front
+// when its length is declared, and cut off while reading otherwise.
+func withBodyLimit(limit int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			writeError(w, r, coderun.Errorf(coderun.EPayloadTooLarge, "the body is larger than %d bytes", limit))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Authenticator verifies an Authorization header value.
+type Authenticator interface {
+	Authenticate(ctx context.Context, authorization string) (*coderun.Principal, error)
+}
+
+// withAuthentication verifies the caller of every route but the public ones and
+// puts the principal in the request context. A websocket upgrade may come
+// without a header: its token arrives in the connection_init message instead.
+func withAuthentication(auth Authenticator, public func(*http.Request) bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		header := r.Header.Get("Authorization")
+		if public(r) || (header == "" && isWebsocketUpgrade(r)) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p, err := auth.Authenticate(r.Context(), header)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		infoOf(r).principal = p
+		next.ServeHTTP(w, r.WithContext(coderun.NewContextWithPrincipal(r.Context(), p)))
+	})
+}
+
+func isWebsocketUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}

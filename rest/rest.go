@@ -1,0 +1,165 @@
+// Package rest is coderun's HTTP edge: the documented /v2 REST routes (thin
+// adapters over service/), the cross-cutting behaviour every response shares
+// (request ids, problem+json errors, authentication, body limits, panics
+// recovered, access logs and metrics), the health and readiness probes, the
+// OpenAPI document, and the mount points of the GraphQL endpoint and the live
+// viewer page.
+package rest
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gharart/coderun"
+	"github.com/gharart/coderun/service"
+)
+
+// Options configure the HTTP edge.
+type Options struct {
+	Service       *service.Service
+	Authenticator Authenticator
+	// GraphQL serves POST and websocket GET /graphql.
+	GraphQL http.Handler
+	// Checks must all pass for /readyz to answer 200.
+	Checks []Check
+	// MaxBodyBytes bounds request bodies (default 1 MiB).
+	MaxBodyBytes int64
+	Logger       *slog.Logger
+	// Metrics registers the server's series and serves /metrics (default: a new registry).
+	Metrics *prometheus.Registry
+}
+
+// Check is one dependency /readyz looks at.
+type Check struct {
+	Name string
+	Ping func(context.Context) error
+}
+
+// DefaultMaxBodyBytes bounds request bodies when Options leave it unset.
+const DefaultMaxBodyBytes = 1 << 20
+
+type server struct {
+	svc *service.Service
+	log *slog.Logger
+}
+
+// route is one entry of the routing table; public routes need no token.
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+	public  bool
+}
+
+// New returns the service's whole HTTP handler.
+func New(opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = prometheus.NewRegistry()
+	}
+	s := &server{svc: opts.Service, log: opts.Logger}
+	routes := s.routes()
+	routes = append(routes,
+		route{pattern: "GET /healthz", handler: healthz, public: true},
+		route{pattern: "GET /readyz", handler: readyz(opts.Logger, opts.Checks), public: true},
+		route{pattern: "GET /metrics", handler: promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}).ServeHTTP, public: true},
+	)
+	if opts.GraphQL != nil {
+		routes = append(routes, route{pattern: "/graphql", handler: opts.GraphQL.ServeHTTP})
+	}
+
+	mux := http.NewServeMux()
+	publicPatterns := map[string]bool{}
+	for _, rt := range routes {
+		mux.Handle(rt.pattern, rt.handler)
+		publicPatterns[rt.pattern] = rt.public
+	}
+	isPublic := func(r *http.Request) bool {
+		_, pattern := mux.Handler(r)
+		return pattern == "" || publicPatterns[pattern]
+	}
+
+	var h http.Handler = routed(mux)
+	h = withAuthentication(opts.Authenticator, isPublic, h)
+	h = withBodyLimit(opts.MaxBodyBytes, h)
+	h = withRecover(opts.Logger, h)
+	h = withAccessLog(opts.Logger, newMetrics(opts.Metrics), h)
+	return withRequestID(h)
+}
+
+// routed serves r through mux, answering the requests no route takes (404,
+// 405) with problem documents instead of the mux's plain text.
+func routed(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern == "" {
+			unrouted(h, w, r)
+			return
+		}
+		info := infoOf(r)
+		info.route = pattern
+		mux.ServeHTTP(w, r) // sets r's path values, which the log reads after
+		info.handle = r.PathValue("handle")
+	})
+}
+
+// unrouted learns from the mux's own answer whether the path is unknown (404)
+// or the method is wrong (405, with the Allow header it computed).
+func unrouted(h http.Handler, w http.ResponseWriter, r *http.Request) {
+	probe := &headerProbe{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", probe.header.Get("Allow"))
+		writeError(w, r, coderun.Errorf(coderun.EMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
+			r.Method, r.URL.Path, strings.ReplaceAll(probe.header.Get("Allow"), ",", ", ")))
+		return
+	}
+	writeError(w, r, coderun.Errorf(coderun.ENotFound, "no route %s %s", r.Method, r.URL.Path))
+}
+
+// headerProbe is a ResponseWriter that keeps only the status and headers.
+type headerProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *headerProbe) Header() http.Header         { return p.header }
+func (p *headerProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *headerProbe) WriteHeader(status int)      { p.status = status }
+
+func healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func readyz(log *slog.Logger, checks []Check) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		results := map[string]string{}
+		var failed []string
+		for _, c := range checks {
+			if err := c.Ping(r.Context()); err != nil {
+				// The probe is public: the reason goes to the log, not the caller.
+				log.WarnContext(r.Context(), "readiness check failed", "check", c.Name, "err", err)
+				results[c.Name] = "unreachable"
+				failed = append(failed, c.Name)
+				continue
+			}
+			results[c.Name] = "ok"
+		}
+		if len(failed) > 0 {
+			e := coderun.Errorf(coderun.EUnavailable, "not ready: %s unreachable", strings.Join(failed, ", "))
+			e.Details = map[string]any{"checks": results}
+			writeError(w, r, e)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "checks": results})
+	}
+}

@@ -1,0 +1,272 @@
+package service
+
+import (
+	"context"
+	"encoding/base64"
+	"path"
+	"strings"
+	"unicode"
+
+	"github.com/gharart/coderun"
+	"github.com/gharart/coderun/store"
+)
+
+// Defaults for the optional fields of a runtime.
+const (
+	defaultEntrypointFile = "main"
+	defaultPageSize       = 50
+	maxPageSize           = 100
+)
+
+// Runtime returns one runtime of handle.
+func (s *Service) Runtime(ctx context.Context, handle, key string) (coderun.Runtime, error) {
+	var rt coderun.Runtime
+	err := s.db.Read(ctx, func(tx *store.Tx) error {
+		if _, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesRead, coderun.RoleViewer); err != nil {
+			return err
+		}
+		var err error
+		rt, err = tx.GetRuntime(ctx, handle, key)
+		return err
+	})
+	return rt, err
+}
+
+// ListRuntimes returns a page of handle's runtimes ordered by key. cursor is ""
+// for the first page, else the NextCursor of the previous one.
+func (s *Service) ListRuntimes(ctx context.Context, handle, cursor string, limit int) (coderun.Page[coderun.Runtime], error) {
+	var page coderun.Page[coderun.Runtime]
+	err := s.db.Read(ctx, func(tx *store.Tx) error {
+		if _, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesRead, coderun.RoleViewer); err != nil {
+			return err
+		}
+		limit, err := pageSize(limit)
+		if err != nil {
+			return err
+		}
+		after, err := decodeCursor(cursor)
+		if err != nil {
+			return err
+		}
+		items, err := tx.ListRuntimes(ctx, handle, after, limit+1)
+		if err != nil {
+			return err
+		}
+		if len(items) > limit {
+			items = items[:limit]
+			page.NextCursor = encodeCursor(items[limit-1].Key)
+		}
+		page.Items = items
+		return nil
+	})
+	return page, err
+}
+
+// PutRuntime creates or replaces the runtime key of handle. A replaced runtime
+// keeps its validation only when its image and digest are unchanged.
+func (s *Service) PutRuntime(ctx context.Context, handle, key string, in coderun.RuntimeInput) (rt coderun.Runtime, created bool, err error) {
+	err = s.db.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin); err != nil {
+			return err
+		}
+		rt, err = s.runtimeFromInput(handle, key, in)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		rt.CreatedAt, rt.UpdatedAt = now, now
+		rt.Validation = coderun.Validation{Status: coderun.ValidationPending}
+		old, err := tx.GetRuntime(ctx, handle, key)
+		switch {
+		case err == nil:
+			rt.CreatedAt = old.CreatedAt
+			if old.Image == rt.Image && old.Digest == rt.Digest {
+				rt.Validation = old.Validation
+			}
+		case coderun.ErrorCode(err) != coderun.ERuntimeNotFound:
+			return err
+		}
+		created, err = tx.PutRuntime(ctx, rt)
+		return err
+	})
+	return rt, created, err
+}
+
+// ValidateRuntimeImage checks the runtime's image and digest against the
+// registry (or the local engine), pulls image@digest, and records the outcome.
+// The check runs outside any transaction: it may take minutes.
+func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string) (coderun.Runtime, error) {
+	var rt coderun.Runtime
+	err := s.db.Read(ctx, func(tx *store.Tx) error {
+		if _, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin); err != nil {
+			return err
+		}
+		var err error
+		rt, err = tx.GetRuntime(ctx, handle, key)
+		return err
+	})
+	if err != nil {
+		return rt, err
+	}
+	if s.images == nil {
+		return rt, coderun.Errorf(coderun.EUnavailable, "no container engine is configured")
+	}
+	resolved, fail, err := s.images.CheckImage(ctx, rt.Image, rt.Digest)
+	if err != nil {
+		s.log.ErrorContext(ctx, "image check failed", "handle", handle, "runtime", key, "err", err)
+		return rt, coderun.Errorf(coderun.EUnavailable, "the container engine is unavailable; try again later")
+	}
+	checked := rt
+	now := s.now()
+	v := coderun.Validation{Status: coderun.ValidationValidated, CheckedAt: &now, Error: fail}
+	if fail != nil {
+		v.Status = coderun.ValidationFailed
+	}
+	if resolved != "" {
+		v.ResolvedDigest = &resolved
+	}
+	err = s.db.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		if rt, err = tx.GetRuntime(ctx, handle, key); err != nil {
+			return err
+		}
+		// A PUT that changed the image while we checked it wins: the outcome
+		// we hold is for bytes the runtime no longer names.
+		if rt.Image != checked.Image || rt.Digest != checked.Digest {
+			return nil
+		}
+		rt.Validation = v
+		_, err = tx.PutRuntime(ctx, rt)
+		return err
+	})
+	return rt, err
+}
+
+// runtimeFromInput validates in and returns the runtime it describes, every
+// omitted field at its default.
+func (s *Service) runtimeFromInput(handle, key string, in coderun.RuntimeInput) (coderun.Runtime, error) {
+	var errs coderun.ValidationErrors
+	if !coderun.RuntimeKeyPattern.MatchString(key) {
+		errs.Add("runtimeKey", "invalid", "runtimeKey must match %s", coderun.RuntimeKeyPattern)
+	}
+	switch {
+	case in.Image == "":
+		errs.Add("image", "required", "image is required")
+	case len(in.Image) > 512 || strings.IndexFunc(in.Image, notPrintable) >= 0:
+		errs.Add("image", "invalid", "image must be an image reference of at most 512 printable characters")
+	}
+	switch {
+	case in.Digest == "":
+		errs.Add("digest", "required", "digest is required")
+	case !coderun.DigestPattern.MatchString(in.Digest):
+		errs.Add("digest", "invalid", "digest must be sha256: followed by 64 lowercase hex digits")
+	}
+	rt := coderun.Runtime{
+		Handle:         handle,
+		Key:            key,
+		Image:          in.Image,
+		Digest:         in.Digest,
+		Command:        in.Command,
+		EntrypointFile: defaultEntrypointFile,
+		Limits:         coderun.DefaultLimits,
+	}
+	if rt.Command == nil {
+		rt.Command = []string{}
+	}
+	if len(rt.Command) > 64 {
+		errs.Add("command", "too_long", "command may have at most 64 arguments")
+	}
+	for i, arg := range rt.Command {
+		if arg == "" || len(arg) > 4096 || strings.ContainsRune(arg, 0) {
+			errs.Add("command", "invalid", "command[%d] must be 1 to 4096 bytes without NUL", i)
+		}
+	}
+	if in.EntrypointFile != nil {
+		rt.EntrypointFile = *in.EntrypointFile
+		if !validWorkspacePath(rt.EntrypointFile) {
+			errs.Add("entrypointFile", "invalid", "entrypointFile must be a relative path inside the workspace, without '..'")
+		}
+	}
+	if in.Network != nil {
+		rt.Network = *in.Network
+		if rt.Network && !s.opts.AllowNetwork {
+			errs.Add("network", "not_permitted", "this server does not give runs a network")
+		}
+	}
+	if in.Description != nil {
+		rt.Description = *in.Description
+		if len(rt.Description) > 1000 {
+			errs.Add("description", "too_long", "description may be at most 1000 bytes")
+		}
+	}
+	if in.Limits != nil {
+		rt.Limits = s.limitsFromInput(*in.Limits, &errs)
+	}
+	return rt, errs.Err()
+}
+
+func (s *Service) limitsFromInput(in coderun.LimitsInput, errs *coderun.ValidationErrors) coderun.Limits {
+	l := coderun.DefaultLimits
+	lo, hi := coderun.MinLimits, s.opts.MaxLimits
+	if in.TimeoutSeconds != nil {
+		l.TimeoutSeconds = *in.TimeoutSeconds
+		checkRange(errs, "limits.timeoutSeconds", l.TimeoutSeconds, lo.TimeoutSeconds, hi.TimeoutSeconds)
+	}
+	if in.MemoryMiB != nil {
+		l.MemoryMiB = *in.MemoryMiB
+		checkRange(errs, "limits.memoryMiB", l.MemoryMiB, lo.MemoryMiB, hi.MemoryMiB)
+	}
+	if in.CPUs != nil {
+		l.CPUs = *in.CPUs
+		checkRange(errs, "limits.cpus", l.CPUs, lo.CPUs, hi.CPUs)
+	}
+	if in.Pids != nil {
+		l.Pids = *in.Pids
+		checkRange(errs, "limits.pids", l.Pids, lo.Pids, hi.Pids)
+	}
+	if in.OutputBytes != nil {
+		l.OutputBytes = *in.OutputBytes
+		checkRange(errs, "limits.outputBytes", l.OutputBytes, lo.OutputBytes, hi.OutputBytes)
+	}
+	return l
+}
+
+func checkRange[T int | int64 | float64](errs *coderun.ValidationErrors, field string, v, lo, hi T) {
+	if v < lo || v > hi {
+		errs.Add(field, "out_of_range", "%s must be between %v and %v", field, lo, hi)
+	}
+}
+
+// validWorkspacePath reports whether p names a file inside the workspace.
+func validWorkspacePath(p string) bool {
+	return p != "" && len(p) <= 255 && !strings.HasPrefix(p, "/") &&
+		path.Clean(p) == p && p != "." && !strings.HasPrefix(p, "../") && p != ".." &&
+		strings.IndexFunc(p, notPrintable) < 0
+}
+
+func notPrintable(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }
+
+func pageSize(limit int) (int, error) {
+	if limit == 0 {
+		return defaultPageSize, nil
+	}
+	if limit < 1 || limit > maxPageSize {
+		var errs coderun.ValidationErrors
+		errs.Add("limit", "out_of_range", "limit must be between 1 and %d", maxPageSize)
+		return 0, errs.Err()
+	}
+	return limit, nil
+}
+
+// Cursors are opaque to callers; today they carry the last key of a page.
+func encodeCursor(key string) string { return base64.RawURLEncoding.EncodeToString([]byte(key)) }
+
+func decodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		var errs coderun.ValidationErrors
+		errs.Add("cursor", "invalid", "cursor is not one this API handed out")
+		return "", errs.Err()
+	}
+	return string(b), nil
+}

@@ -1,0 +1,57 @@
+// Package service holds coderun's use cases: handles and tokens, code runtimes
+// (put, validate), and the access checks every one of them starts with. The
+// transports (rest/, resolvers/) call only this package; it reads and writes
+// through store/ and never imports net/http.
+package service
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gharart/coderun"
+	"github.com/gharart/coderun/store"
+)
+
+// ImageChecker resolves an image reference against the registry (or the local
+// engine for a local-only image) and makes image@digest available to runs.
+// resolved is the digest found ("" when none could be); fail is nil when the
+// declared digest was found and pulled, else why not; err is an infrastructure
+// failure (the engine itself unreachable), not a verdict on the image.
+type ImageChecker interface {
+	CheckImage(ctx context.Context, image, digest string) (resolved string, fail *coderun.ErrorDetail, err error)
+}
+
+// Options configure a Service.
+type Options struct {
+	Images ImageChecker
+	// MaxLimits lowers the contract's maxima for runtimes on this server.
+	MaxLimits coderun.Limits
+	// AllowNetwork lets runtimes ask for a network (off by default).
+	AllowNetwork bool
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// Service is the one core the REST and GraphQL transports share.
+type Service struct {
+	db     *store.DB
+	images ImageChecker
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a Service over db.
+func New(db *store.DB, opts Options) *Service {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxLimits == (coderun.Limits{}) {
+		opts.MaxLimits = coderun.MaxLimits
+	}
+	return &Service{db: db, images: opts.Images, opts: opts, log: opts.Logger, now: func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) }}
+}
