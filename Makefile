@@ -2,7 +2,7 @@
 # a demo runtime) and `make test` (every test, against the real services).
 GO ?= go
 
-.PHONY: run test build generate check-generated vet fuzz-smoke clean
+.PHONY: run test build bench generate check-generated vet clean
 
 ## run: start the service on SQLite and local Docker, with a ready demo runtime
 run:
@@ -29,3 +29,9 @@ vet:
 
 clean:
 	rm -rf bin
+
+## bench: submit→terminal latency of hello world against bare docker run --rm
+bench: build
+	@scripts/docker.sh start >/dev/null
+	@scripts/demo-image.sh >/dev/null
+	$(GO) run ./cmd/coderun-bench

@@ -6,3 +6,6 @@ func (Handle) IsNode() {}
 
 // IsNode marks Runtime as an implementation of the GraphQL Node interface.
 func (Runtime) IsNode() {}
+
+// IsNode marks Run as an implementation of the GraphQL Node interface.
+func (Run) IsNode() {}

@@ -29,16 +29,70 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	CodeRun() CodeRunResolver
 	CodeRuntime() CodeRuntimeResolver
 	Handle() HandleResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
+	CodeRunInput() CodeRunInputResolver
 }
 
 type DirectiveRoot struct {
 }
 
 type ComplexityRoot struct {
+	CodeRun struct {
+		CreatedAt     func(childComplexity int) int
+		DurationMs    func(childComplexity int) int
+		Error         func(childComplexity int) int
+		ExitCode      func(childComplexity int) int
+		FinishedAt    func(childComplexity int) int
+		Handle        func(childComplexity int) int
+		ID            func(childComplexity int) int
+		Image         func(childComplexity int) int
+		Labels        func(childComplexity int) int
+		Limits        func(childComplexity int) int
+		Output        func(childComplexity int, afterSeq *int, first *int) int
+		OutputSummary func(childComplexity int) int
+		Runtime       func(childComplexity int) int
+		RuntimeKey    func(childComplexity int) int
+		StartedAt     func(childComplexity int) int
+		Status        func(childComplexity int) int
+		Transitions   func(childComplexity int) int
+	}
+
+	CodeRunConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	CodeRunEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	CodeRunOutput struct {
+		Chunks    func(childComplexity int) int
+		Complete  func(childComplexity int) int
+		Encoding  func(childComplexity int) int
+		NextSeq   func(childComplexity int) int
+		Stderr    func(childComplexity int) int
+		Stdout    func(childComplexity int) int
+		Truncated func(childComplexity int) int
+	}
+
+	CodeRunOutputSummary struct {
+		StderrBytes func(childComplexity int) int
+		StdoutBytes func(childComplexity int) int
+		Truncated   func(childComplexity int) int
+	}
+
+	CodeRunTransition struct {
+		At     func(childComplexity int) int
+		Reason func(childComplexity int) int
+		Status func(childComplexity int) int
+	}
+
 	CodeRuntime struct {
 		Command        func(childComplexity int) int
 		CreatedAt      func(childComplexity int) int
@@ -82,6 +136,8 @@ type ComplexityRoot struct {
 		ID       func(childComplexity int) int
 		Limits   func(childComplexity int) int
 		Name     func(childComplexity int) int
+		Run      func(childComplexity int, runID string) int
+		Runs     func(childComplexity int, first *int, after *string, status []coderun.RunStatus) int
 		Runtime  func(childComplexity int, key string) int
 		Runtimes func(childComplexity int, first *int, after *string) int
 		Usage    func(childComplexity int) int
@@ -105,9 +161,24 @@ type ComplexityRoot struct {
 		Status         func(childComplexity int) int
 	}
 
+	KeyValue struct {
+		Key   func(childComplexity int) int
+		Value func(childComplexity int) int
+	}
+
 	Mutation struct {
+		CancelCodeRun            func(childComplexity int, handle string, runID string, idempotencyKey *string) int
 		PutCodeRuntime           func(childComplexity int, handle string, key string, input coderun.RuntimeInput, idempotencyKey *string) int
+		SubmitCodeRun            func(childComplexity int, handle string, input coderun.RunInput, idempotencyKey *string) int
 		ValidateCodeRuntimeImage func(childComplexity int, handle string, key string, idempotencyKey *string) int
+	}
+
+	OutputChunk struct {
+		At       func(childComplexity int) int
+		Data     func(childComplexity int) int
+		Encoding func(childComplexity int) int
+		Seq      func(childComplexity int) int
+		Stream   func(childComplexity int) int
 	}
 
 	PageInfo struct {
@@ -125,6 +196,17 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type CodeRunResolver interface {
+	ID(ctx context.Context, obj *coderun.Run) (string, error)
+
+	Labels(ctx context.Context, obj *coderun.Run) ([]KeyValue, error)
+
+	OutputSummary(ctx context.Context, obj *coderun.Run) (*coderun.OutputSummary, error)
+
+	Output(ctx context.Context, obj *coderun.Run, afterSeq *int, first *int) (*CodeRunOutput, error)
+	Runtime(ctx context.Context, obj *coderun.Run) (*coderun.Runtime, error)
+	Handle(ctx context.Context, obj *coderun.Run) (*coderun.Handle, error)
+}
 type CodeRuntimeResolver interface {
 	ID(ctx context.Context, obj *coderun.Runtime) (string, error)
 
@@ -135,16 +217,26 @@ type HandleResolver interface {
 
 	Limits(ctx context.Context, obj *coderun.Handle) (*coderun.Handle, error)
 	Usage(ctx context.Context, obj *coderun.Handle) (*coderun.HandleUsage, error)
+	Runs(ctx context.Context, obj *coderun.Handle, first *int, after *string, status []coderun.RunStatus) (*CodeRunConnection, error)
+	Run(ctx context.Context, obj *coderun.Handle, runID string) (*coderun.Run, error)
 	Runtimes(ctx context.Context, obj *coderun.Handle, first *int, after *string) (*CodeRuntimeConnection, error)
 	Runtime(ctx context.Context, obj *coderun.Handle, key string) (*coderun.Runtime, error)
 }
 type MutationResolver interface {
 	PutCodeRuntime(ctx context.Context, handle string, key string, input coderun.RuntimeInput, idempotencyKey *string) (*coderun.Runtime, error)
 	ValidateCodeRuntimeImage(ctx context.Context, handle string, key string, idempotencyKey *string) (*coderun.Runtime, error)
+	SubmitCodeRun(ctx context.Context, handle string, input coderun.RunInput, idempotencyKey *string) (*coderun.Run, error)
+	CancelCodeRun(ctx context.Context, handle string, runID string, idempotencyKey *string) (*coderun.Run, error)
 }
 type QueryResolver interface {
 	Handle(ctx context.Context, handle string) (*coderun.Handle, error)
 	Node(ctx context.Context, id string) (Node, error)
+}
+
+type CodeRunInputResolver interface {
+	Env(ctx context.Context, obj *coderun.RunInput, data []KeyValueInput) error
+
+	Labels(ctx context.Context, obj *coderun.RunInput, data []KeyValueInput) error
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -164,6 +256,221 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 	ec := newExecutionContext(nil, e, nil)
 	_ = ec
 	switch typeName + "." + field {
+
+	case "CodeRun.createdAt":
+		if e.ComplexityRoot.CodeRun.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.CreatedAt(childComplexity), true
+	case "CodeRun.durationMs":
+		if e.ComplexityRoot.CodeRun.DurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.DurationMs(childComplexity), true
+	case "CodeRun.error":
+		if e.ComplexityRoot.CodeRun.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.Error(childComplexity), true
+	case "CodeRun.exitCode":
+		if e.ComplexityRoot.CodeRun.ExitCode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.ExitCode(childComplexity), true
+	case "CodeRun.finishedAt":
+		if e.ComplexityRoot.CodeRun.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.FinishedAt(childComplexity), true
+	case "CodeRun.handle":
+		if e.ComplexityRoot.CodeRun.Handle == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.Handle(childComplexity), true
+	case "CodeRun.id", "CodeRun.runId":
+		if e.ComplexityRoot.CodeRun.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.ID(childComplexity), true
+	case "CodeRun.image":
+		if e.ComplexityRoot.CodeRun.Image == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.Image(childComplexity), true
+	case "CodeRun.labels":
+		if e.ComplexityRoot.CodeRun.Labels == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.Labels(childComplexity), true
+	case "CodeRun.limits":
+		if e.ComplexityRoot.CodeRun.Limits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.Limits(childComplexity), true
+	case "CodeRun.output":
+		if e.ComplexityRoot.CodeRun.Output == nil {
+			break
+		}
+
+		args, err := ec.field_CodeRun_output_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.CodeRun.Output(childComplexity, args["afterSeq"].(*int), args["first"].(*int)), true
+	case "CodeRun.outputSummary":
+		if e.ComplexityRoot.CodeRun.OutputSummary == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.OutputSummary(childComplexity), true
+	case "CodeRun.runtime":
+		if e.ComplexityRoot.CodeRun.Runtime == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.Runtime(childComplexity), true
+	case "CodeRun.runtimeKey":
+		if e.ComplexityRoot.CodeRun.RuntimeKey == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.RuntimeKey(childComplexity), true
+	case "CodeRun.startedAt":
+		if e.ComplexityRoot.CodeRun.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.StartedAt(childComplexity), true
+	case "CodeRun.status":
+		if e.ComplexityRoot.CodeRun.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.Status(childComplexity), true
+	case "CodeRun.transitions":
+		if e.ComplexityRoot.CodeRun.Transitions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRun.Transitions(childComplexity), true
+
+	case "CodeRunConnection.edges":
+		if e.ComplexityRoot.CodeRunConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunConnection.Edges(childComplexity), true
+	case "CodeRunConnection.pageInfo":
+		if e.ComplexityRoot.CodeRunConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunConnection.PageInfo(childComplexity), true
+
+	case "CodeRunEdge.cursor":
+		if e.ComplexityRoot.CodeRunEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunEdge.Cursor(childComplexity), true
+	case "CodeRunEdge.node":
+		if e.ComplexityRoot.CodeRunEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunEdge.Node(childComplexity), true
+
+	case "CodeRunOutput.chunks":
+		if e.ComplexityRoot.CodeRunOutput.Chunks == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutput.Chunks(childComplexity), true
+	case "CodeRunOutput.complete":
+		if e.ComplexityRoot.CodeRunOutput.Complete == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutput.Complete(childComplexity), true
+	case "CodeRunOutput.encoding":
+		if e.ComplexityRoot.CodeRunOutput.Encoding == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutput.Encoding(childComplexity), true
+	case "CodeRunOutput.nextSeq":
+		if e.ComplexityRoot.CodeRunOutput.NextSeq == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutput.NextSeq(childComplexity), true
+	case "CodeRunOutput.stderr":
+		if e.ComplexityRoot.CodeRunOutput.Stderr == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutput.Stderr(childComplexity), true
+	case "CodeRunOutput.stdout":
+		if e.ComplexityRoot.CodeRunOutput.Stdout == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutput.Stdout(childComplexity), true
+	case "CodeRunOutput.truncated":
+		if e.ComplexityRoot.CodeRunOutput.Truncated == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutput.Truncated(childComplexity), true
+
+	case "CodeRunOutputSummary.stderrBytes":
+		if e.ComplexityRoot.CodeRunOutputSummary.StderrBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutputSummary.StderrBytes(childComplexity), true
+	case "CodeRunOutputSummary.stdoutBytes":
+		if e.ComplexityRoot.CodeRunOutputSummary.StdoutBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutputSummary.StdoutBytes(childComplexity), true
+	case "CodeRunOutputSummary.truncated":
+		if e.ComplexityRoot.CodeRunOutputSummary.Truncated == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunOutputSummary.Truncated(childComplexity), true
+
+	case "CodeRunTransition.at":
+		if e.ComplexityRoot.CodeRunTransition.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunTransition.At(childComplexity), true
+	case "CodeRunTransition.reason":
+		if e.ComplexityRoot.CodeRunTransition.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunTransition.Reason(childComplexity), true
+	case "CodeRunTransition.status":
+		if e.ComplexityRoot.CodeRunTransition.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunTransition.Status(childComplexity), true
 
 	case "CodeRuntime.command":
 		if e.ComplexityRoot.CodeRuntime.Command == nil {
@@ -332,6 +639,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Handle.Name(childComplexity), true
+	case "Handle.run":
+		if e.ComplexityRoot.Handle.Run == nil {
+			break
+		}
+
+		args, err := ec.field_Handle_run_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Handle.Run(childComplexity, args["runId"].(string)), true
+	case "Handle.runs":
+		if e.ComplexityRoot.Handle.Runs == nil {
+			break
+		}
+
+		args, err := ec.field_Handle_runs_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Handle.Runs(childComplexity, args["first"].(*int), args["after"].(*string), args["status"].([]coderun.RunStatus)), true
 	case "Handle.runtime":
 		if e.ComplexityRoot.Handle.Runtime == nil {
 			break
@@ -418,6 +747,30 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ImageValidation.Status(childComplexity), true
 
+	case "KeyValue.key":
+		if e.ComplexityRoot.KeyValue.Key == nil {
+			break
+		}
+
+		return e.ComplexityRoot.KeyValue.Key(childComplexity), true
+	case "KeyValue.value":
+		if e.ComplexityRoot.KeyValue.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.KeyValue.Value(childComplexity), true
+
+	case "Mutation.cancelCodeRun":
+		if e.ComplexityRoot.Mutation.CancelCodeRun == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_cancelCodeRun_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CancelCodeRun(childComplexity, args["handle"].(string), args["runId"].(string), args["idempotencyKey"].(*string)), true
 	case "Mutation.putCodeRuntime":
 		if e.ComplexityRoot.Mutation.PutCodeRuntime == nil {
 			break
@@ -429,6 +782,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.PutCodeRuntime(childComplexity, args["handle"].(string), args["key"].(string), args["input"].(coderun.RuntimeInput), args["idempotencyKey"].(*string)), true
+	case "Mutation.submitCodeRun":
+		if e.ComplexityRoot.Mutation.SubmitCodeRun == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_submitCodeRun_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SubmitCodeRun(childComplexity, args["handle"].(string), args["input"].(coderun.RunInput), args["idempotencyKey"].(*string)), true
 	case "Mutation.validateCodeRuntimeImage":
 		if e.ComplexityRoot.Mutation.ValidateCodeRuntimeImage == nil {
 			break
@@ -440,6 +804,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ValidateCodeRuntimeImage(childComplexity, args["handle"].(string), args["key"].(string), args["idempotencyKey"].(*string)), true
+
+	case "OutputChunk.at":
+		if e.ComplexityRoot.OutputChunk.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OutputChunk.At(childComplexity), true
+	case "OutputChunk.data":
+		if e.ComplexityRoot.OutputChunk.Data == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OutputChunk.Data(childComplexity), true
+	case "OutputChunk.encoding":
+		if e.ComplexityRoot.OutputChunk.Encoding == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OutputChunk.Encoding(childComplexity), true
+	case "OutputChunk.seq":
+		if e.ComplexityRoot.OutputChunk.Seq == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OutputChunk.Seq(childComplexity), true
+	case "OutputChunk.stream":
+		if e.ComplexityRoot.OutputChunk.Stream == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OutputChunk.Stream(childComplexity), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -487,8 +882,11 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	ec := newExecutionContext(opCtx, e, make(chan graphql.DeferredResult))
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
 		return graphql.NewInputUnmarshalerIndex(
+			graphql.NewInputUnmarshaler("CodeRunFileInput", ec.unmarshalInputCodeRunFileInput),
+			graphql.NewInputUnmarshaler("CodeRunInput", ec.unmarshalInputCodeRunInput),
 			graphql.NewInputUnmarshaler("CodeRuntimeInput", ec.unmarshalInputCodeRuntimeInput),
 			graphql.NewInputUnmarshaler("CodeRuntimeLimitsInput", ec.unmarshalInputCodeRuntimeLimitsInput),
+			graphql.NewInputUnmarshaler("KeyValueInput", ec.unmarshalInputKeyValueInput),
 		)
 	}
 	first := true
@@ -589,6 +987,207 @@ type HandleUsage {
   dailyWritesUsed: Int!
   "When the daily write count starts again from zero (the next UTC midnight)."
   dailyWritesResetAt: Time!
+}
+`, BuiltIn: false},
+	{Name: "../schema/run.graphqls", Input: `# Code runs: code submitted to a validated runtime and executed in a locked-down
+# container, with their status history and output.
+
+extend type Handle {
+  """
+  The handle's runs, newest first. ` + "`" + `first` + "`" + ` is 1–100 (default 50); ` + "`" + `status` + "`" + `, when
+  given, keeps only runs in those statuses.
+  """
+  runs(first: Int, after: String, status: [CodeRunStatus!]): CodeRunConnection!
+  "The run with this id; null when there is none."
+  run(runId: String!): CodeRun
+}
+
+"One execution of code in a runtime."
+type CodeRun implements Node {
+  id: ID!
+  "The run's id, e.g. ` + "`" + `run_01J…` + "`" + `; the REST API names the run by it."
+  runId: String!
+  "The key of the runtime the run was submitted to."
+  runtimeKey: String!
+  "The image the run starts from, pinned by digest (` + "`" + `name@sha256:…` + "`" + `)."
+  image: String!
+  status: CodeRunStatus!
+  "The program's exit code, once it has exited."
+  exitCode: Int
+  """
+  Why the run failed beyond a plain non-zero exit (` + "`" + `oom_killed` + "`" + `,
+  ` + "`" + `output_limit_exceeded` + "`" + `, …) or errored (` + "`" + `image_unavailable` + "`" + `,
+  ` + "`" + `executor_unavailable` + "`" + `, ` + "`" + `worker_lost` + "`" + `, …).
+  """
+  error: ErrorDetail
+  "The limits the run executes under: its runtime's, with any lower timeout it asked for."
+  limits: CodeRuntimeLimits!
+  "The labels the run was submitted with, in key order."
+  labels: [KeyValue!]!
+  createdAt: Time!
+  startedAt: Time
+  finishedAt: Time
+  "How long the program ran, in milliseconds, once it has finished."
+  durationMs: Int
+  "How much the run wrote (the REST Run's ` + "`" + `output` + "`" + `)."
+  outputSummary: CodeRunOutputSummary!
+  "Every status the run has been in, oldest first."
+  transitions: [CodeRunTransition!]!
+  """
+  The output chunks with seq > ` + "`" + `afterSeq` + "`" + ` (default 0: from the start), at most
+  ` + "`" + `first` + "`" + ` of them (1–1000, default 100). An ` + "`" + `errored` + "`" + ` run that wrote nothing has
+  no output: asking for it is an ` + "`" + `output_unavailable` + "`" + ` error.
+  """
+  output(afterSeq: Int, first: Int): CodeRunOutput!
+  "The runtime the run was submitted to; null when it has since been deleted."
+  runtime: CodeRuntime
+  handle: Handle!
+}
+
+enum CodeRunStatus {
+  QUEUED
+  STARTING
+  RUNNING
+  "Exited 0."
+  SUCCEEDED
+  "Exited non-zero, was killed by a signal, ran out of memory or wrote past its output limit."
+  FAILED
+  TIMED_OUT
+  CANCELLED
+  "The platform could not run it; ` + "`" + `error` + "`" + ` says why."
+  ERRORED
+}
+
+type CodeRunConnection {
+  edges: [CodeRunEdge!]!
+  pageInfo: PageInfo!
+}
+
+type CodeRunEdge {
+  """
+  The cursor to pass as ` + "`" + `after` + "`" + ` to continue after this edge. Only the last edge
+  of a page that has a next one carries a cursor today (the same as
+  ` + "`" + `pageInfo.endCursor` + "`" + `); the others are null.
+  """
+  cursor: String
+  node: CodeRun!
+}
+
+"A label or an environment variable."
+type KeyValue {
+  key: String!
+  value: String!
+}
+
+type CodeRunOutputSummary {
+  stdoutBytes: Int!
+  stderrBytes: Int!
+  "Whether output was cut off at the run's output limit."
+  truncated: Boolean!
+}
+
+"One recorded change of a run's status."
+type CodeRunTransition {
+  status: CodeRunStatus!
+  at: Time!
+  "Why, e.g. ` + "`" + `submitted` + "`" + `, ` + "`" + `cancelled by alice` + "`" + `, ` + "`" + `exit 0` + "`" + `."
+  reason: String!
+}
+
+"A page of a run's output."
+type CodeRunOutput {
+  "The data of this page's stdout chunks, joined, in ` + "`" + `encoding` + "`" + `."
+  stdout: String!
+  "The data of this page's stderr chunks, joined, in ` + "`" + `encoding` + "`" + `."
+  stderr: String!
+  "How ` + "`" + `stdout` + "`" + `, ` + "`" + `stderr` + "`" + ` and every chunk's ` + "`" + `data` + "`" + ` are written: UTF8 unless some chunk is not UTF-8."
+  encoding: Encoding!
+  "Whether output was cut off at the run's output limit."
+  truncated: Boolean!
+  "Whether the run is finished and no output follows this page."
+  complete: Boolean!
+  chunks: [OutputChunk!]!
+  "The seq of the last chunk here (or ` + "`" + `afterSeq` + "`" + ` when there is none): pass it as ` + "`" + `afterSeq` + "`" + ` to continue."
+  nextSeq: Int!
+}
+
+"""
+A piece of a run's output. A run's chunks are numbered 1, 2, 3, … with no gaps,
+across both streams, in the order they were written.
+"""
+type OutputChunk {
+  seq: Int!
+  stream: OutputStream!
+  data: String!
+  "How ` + "`" + `data` + "`" + ` is written."
+  encoding: Encoding!
+  at: Time!
+}
+
+enum OutputStream {
+  STDOUT
+  STDERR
+}
+
+"How bytes are written in a String."
+enum Encoding {
+  "As they are: the bytes are UTF-8 text."
+  UTF8
+  "Standard base64 (RFC 4648, padded)."
+  BASE64
+}
+
+"""
+Code to run in a runtime. ` + "`" + `code` + "`" + ` becomes the runtime's entrypoint file; ` + "`" + `code` + "`" + ` or
+` + "`" + `files` + "`" + ` is required.
+"""
+input CodeRunInput {
+  runtimeKey: String!
+  code: String
+  "Further files, written to the workspace before the run starts."
+  files: [CodeRunFileInput!]
+  stdin: String
+  "Appended to the runtime's command."
+  args: [String!]
+  "Environment variables; names are unique."
+  env: [KeyValueInput!]
+  "May lower the runtime's timeout, never raise it."
+  timeoutSeconds: Int
+  "Labels to find the run by; keys are unique, ` + "`" + `^[a-z0-9][a-z0-9._-]{0,62}$` + "`" + `."
+  labels: [KeyValueInput!]
+}
+
+"A file for a run's workspace."
+input CodeRunFileInput {
+  "A relative path inside the workspace, without ` + "`" + `..` + "`" + `."
+  path: String!
+  content: String!
+  "How ` + "`" + `content` + "`" + ` is written (default UTF8)."
+  encoding: Encoding
+}
+
+input KeyValueInput {
+  key: String!
+  value: String!
+}
+
+extend type Mutation {
+  """
+  Queues code to run in one of the handle's validated runtimes. Needs runs:write
+  and the developer role. Fails with ` + "`" + `runtime_not_validated` + "`" + ` when the runtime's
+  image is not validated for its digest, and ` + "`" + `active_run_limit_reached` + "`" + ` (with
+  ` + "`" + `activeRuns` + "`" + `, ` + "`" + `limit` + "`" + ` and ` + "`" + `retryAfter` + "`" + ` in extensions) when the handle is at
+  its limit of active runs. ` + "`" + `idempotencyKey` + "`" + ` is reserved for request
+  de-duplication and is not honoured yet: a repeated call is a new run.
+  """
+  submitCodeRun(handle: String!, input: CodeRunInput!, idempotencyKey: String): CodeRun!
+  """
+  Stops a run: a queued one is cancelled at once, a starting or running one is
+  killed, and the answer shows it as it then stands (usually CANCELLED).
+  Cancelling again is harmless; cancelling a finished run is
+  ` + "`" + `run_already_finished` + "`" + `. ` + "`" + `idempotencyKey` + "`" + ` is reserved and not honoured yet.
+  """
+  cancelCodeRun(handle: String!, runId: String!, idempotencyKey: String): CodeRun!
 }
 `, BuiltIn: false},
 	{Name: "../schema/runtime.graphqls", Input: `# Code runtimes: container images pinned by digest that runs execute in.
@@ -749,6 +1348,112 @@ var parsedSchema = gqlparser.MustLoadSchema(sources...)
 // Each function is generated once per unique object type, deduplicating the
 // switch statements that were previously inlined in every fieldContext_* function.
 
+func (ec *executionContext) childFields_CodeRun(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_CodeRun_id(ctx, field)
+	case "runId":
+		return ec.fieldContext_CodeRun_runId(ctx, field)
+	case "runtimeKey":
+		return ec.fieldContext_CodeRun_runtimeKey(ctx, field)
+	case "image":
+		return ec.fieldContext_CodeRun_image(ctx, field)
+	case "status":
+		return ec.fieldContext_CodeRun_status(ctx, field)
+	case "exitCode":
+		return ec.fieldContext_CodeRun_exitCode(ctx, field)
+	case "error":
+		return ec.fieldContext_CodeRun_error(ctx, field)
+	case "limits":
+		return ec.fieldContext_CodeRun_limits(ctx, field)
+	case "labels":
+		return ec.fieldContext_CodeRun_labels(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_CodeRun_createdAt(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_CodeRun_startedAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_CodeRun_finishedAt(ctx, field)
+	case "durationMs":
+		return ec.fieldContext_CodeRun_durationMs(ctx, field)
+	case "outputSummary":
+		return ec.fieldContext_CodeRun_outputSummary(ctx, field)
+	case "transitions":
+		return ec.fieldContext_CodeRun_transitions(ctx, field)
+	case "output":
+		return ec.fieldContext_CodeRun_output(ctx, field)
+	case "runtime":
+		return ec.fieldContext_CodeRun_runtime(ctx, field)
+	case "handle":
+		return ec.fieldContext_CodeRun_handle(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CodeRun", field.Name)
+}
+
+func (ec *executionContext) childFields_CodeRunConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_CodeRunConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_CodeRunConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CodeRunConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_CodeRunEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_CodeRunEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_CodeRunEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CodeRunEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_CodeRunOutput(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "stdout":
+		return ec.fieldContext_CodeRunOutput_stdout(ctx, field)
+	case "stderr":
+		return ec.fieldContext_CodeRunOutput_stderr(ctx, field)
+	case "encoding":
+		return ec.fieldContext_CodeRunOutput_encoding(ctx, field)
+	case "truncated":
+		return ec.fieldContext_CodeRunOutput_truncated(ctx, field)
+	case "complete":
+		return ec.fieldContext_CodeRunOutput_complete(ctx, field)
+	case "chunks":
+		return ec.fieldContext_CodeRunOutput_chunks(ctx, field)
+	case "nextSeq":
+		return ec.fieldContext_CodeRunOutput_nextSeq(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CodeRunOutput", field.Name)
+}
+
+func (ec *executionContext) childFields_CodeRunOutputSummary(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "stdoutBytes":
+		return ec.fieldContext_CodeRunOutputSummary_stdoutBytes(ctx, field)
+	case "stderrBytes":
+		return ec.fieldContext_CodeRunOutputSummary_stderrBytes(ctx, field)
+	case "truncated":
+		return ec.fieldContext_CodeRunOutputSummary_truncated(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CodeRunOutputSummary", field.Name)
+}
+
+func (ec *executionContext) childFields_CodeRunTransition(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "status":
+		return ec.fieldContext_CodeRunTransition_status(ctx, field)
+	case "at":
+		return ec.fieldContext_CodeRunTransition_at(ctx, field)
+	case "reason":
+		return ec.fieldContext_CodeRunTransition_reason(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CodeRunTransition", field.Name)
+}
+
 func (ec *executionContext) childFields_CodeRuntime(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -837,6 +1542,10 @@ func (ec *executionContext) childFields_Handle(ctx context.Context, field graphq
 		return ec.fieldContext_Handle_limits(ctx, field)
 	case "usage":
 		return ec.fieldContext_Handle_usage(ctx, field)
+	case "runs":
+		return ec.fieldContext_Handle_runs(ctx, field)
+	case "run":
+		return ec.fieldContext_Handle_run(ctx, field)
 	case "runtimes":
 		return ec.fieldContext_Handle_runtimes(ctx, field)
 	case "runtime":
@@ -879,6 +1588,32 @@ func (ec *executionContext) childFields_ImageValidation(ctx context.Context, fie
 		return ec.fieldContext_ImageValidation_error(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ImageValidation", field.Name)
+}
+
+func (ec *executionContext) childFields_KeyValue(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "key":
+		return ec.fieldContext_KeyValue_key(ctx, field)
+	case "value":
+		return ec.fieldContext_KeyValue_value(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type KeyValue", field.Name)
+}
+
+func (ec *executionContext) childFields_OutputChunk(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "seq":
+		return ec.fieldContext_OutputChunk_seq(ctx, field)
+	case "stream":
+		return ec.fieldContext_OutputChunk_stream(ctx, field)
+	case "data":
+		return ec.fieldContext_OutputChunk_data(ctx, field)
+	case "encoding":
+		return ec.fieldContext_OutputChunk_encoding(ctx, field)
+	case "at":
+		return ec.fieldContext_OutputChunk_at(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OutputChunk", field.Name)
 }
 
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1007,6 +1742,72 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 
 // region    ***************************** args.gotpl *****************************
 
+func (ec *executionContext) field_CodeRun_output_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "afterSeq",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["afterSeq"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Handle_run_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "runId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["runId"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Handle_runs_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "status",
+		func(ctx context.Context, v any) ([]coderun.RunStatus, error) {
+			return ec.unmarshalOCodeRunStatus2ᚕgithubᚗcomᚋgharartᚋcoderunᚐRunStatusᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["status"] = arg2
+	return args, nil
+}
+
 func (ec *executionContext) field_Handle_runtime_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1040,6 +1841,36 @@ func (ec *executionContext) field_Handle_runtimes_args(ctx context.Context, rawA
 		return nil, err
 	}
 	args["after"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_cancelCodeRun_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "handle",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["handle"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "runId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["runId"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "idempotencyKey",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["idempotencyKey"] = arg2
 	return args, nil
 }
 
@@ -1078,6 +1909,36 @@ func (ec *executionContext) field_Mutation_putCodeRuntime_args(ctx context.Conte
 		return nil, err
 	}
 	args["idempotencyKey"] = arg3
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_submitCodeRun_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "handle",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["handle"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (coderun.RunInput, error) {
+			return ec.unmarshalNCodeRunInput2githubᚗcomᚋgharartᚋcoderunᚐRunInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "idempotencyKey",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["idempotencyKey"] = arg2
 	return args, nil
 }
 
@@ -1226,6 +2087,931 @@ func (ec *executionContext) field___Type_inputFields_args(ctx context.Context, r
 // endregion ***************************** args.gotpl *****************************
 
 // region    **************************** field.gotpl *****************************
+
+func (ec *executionContext) _CodeRun_id(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.CodeRun().ID(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, true, true, "ID")
+}
+
+func (ec *executionContext) _CodeRun_runId(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_runId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_runId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, false, false, "String")
+}
+
+func (ec *executionContext) _CodeRun_runtimeKey(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_runtimeKey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RuntimeKey, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_runtimeKey(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, false, false, "String")
+}
+
+func (ec *executionContext) _CodeRun_image(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_image(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Image, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_image(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, false, false, "String")
+}
+
+func (ec *executionContext) _CodeRun_status(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v coderun.RunStatus) graphql.Marshaler {
+			return ec.marshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, false, false, "CodeRunStatus")
+}
+
+func (ec *executionContext) _CodeRun_exitCode(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_exitCode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExitCode, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_exitCode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CodeRun_error(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.ErrorDetail) graphql.Marshaler {
+			return ec.marshalOErrorDetail2ᚖgithubᚗcomᚋgharartᚋcoderunᚐErrorDetail(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRun",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ErrorDetail(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRun_limits(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_limits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Limits, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v coderun.Limits) graphql.Marshaler {
+			return ec.marshalNCodeRuntimeLimits2githubᚗcomᚋgharartᚋcoderunᚐLimits(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_limits(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRun",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRuntimeLimits(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRun_labels(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_labels(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.CodeRun().Labels(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []KeyValue) graphql.Marshaler {
+			return ec.marshalNKeyValue2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐKeyValueᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_labels(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRun",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_KeyValue(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRun_createdAt(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CodeRun_startedAt(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CodeRun_finishedAt(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CodeRun_durationMs(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_durationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_durationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRun", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CodeRun_outputSummary(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_outputSummary(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.CodeRun().OutputSummary(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.OutputSummary) graphql.Marshaler {
+			return ec.marshalNCodeRunOutputSummary2ᚖgithubᚗcomᚋgharartᚋcoderunᚐOutputSummary(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_outputSummary(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRun",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRunOutputSummary(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRun_transitions(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_transitions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Transitions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []coderun.Transition) graphql.Marshaler {
+			return ec.marshalNCodeRunTransition2ᚕgithubᚗcomᚋgharartᚋcoderunᚐTransitionᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_transitions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRun",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRunTransition(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRun_output(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_output(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.CodeRun().Output(ctx, obj, fc.Args["afterSeq"].(*int), fc.Args["first"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *CodeRunOutput) graphql.Marshaler {
+			return ec.marshalNCodeRunOutput2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐCodeRunOutput(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_output(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRun",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRunOutput(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_CodeRun_output_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRun_runtime(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_runtime(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.CodeRun().Runtime(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.Runtime) graphql.Marshaler {
+			return ec.marshalOCodeRuntime2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRuntime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_runtime(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRun",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRuntime(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRun_handle(ctx context.Context, field graphql.CollectedField, obj *coderun.Run) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRun_handle(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.CodeRun().Handle(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.Handle) graphql.Marshaler {
+			return ec.marshalNHandle2ᚖgithubᚗcomᚋgharartᚋcoderunᚐHandle(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRun_handle(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRun",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Handle(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRunConnection_edges(ctx context.Context, field graphql.CollectedField, obj *CodeRunConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []CodeRunEdge) graphql.Marshaler {
+			return ec.marshalNCodeRunEdge2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐCodeRunEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRunConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRunEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRunConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *CodeRunConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRunConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRunEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *CodeRunEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _CodeRunEdge_node(ctx context.Context, field graphql.CollectedField, obj *CodeRunEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.Run) graphql.Marshaler {
+			return ec.marshalNCodeRun2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRun(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRunEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRun(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRunOutput_stdout(ctx context.Context, field graphql.CollectedField, obj *CodeRunOutput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutput_stdout(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stdout, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutput_stdout(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunOutput", field, false, false, "String")
+}
+
+func (ec *executionContext) _CodeRunOutput_stderr(ctx context.Context, field graphql.CollectedField, obj *CodeRunOutput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutput_stderr(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stderr, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutput_stderr(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunOutput", field, false, false, "String")
+}
+
+func (ec *executionContext) _CodeRunOutput_encoding(ctx context.Context, field graphql.CollectedField, obj *CodeRunOutput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutput_encoding(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Encoding, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNEncoding2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutput_encoding(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunOutput", field, false, false, "Encoding")
+}
+
+func (ec *executionContext) _CodeRunOutput_truncated(ctx context.Context, field graphql.CollectedField, obj *CodeRunOutput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutput_truncated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Truncated, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutput_truncated(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunOutput", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CodeRunOutput_complete(ctx context.Context, field graphql.CollectedField, obj *CodeRunOutput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutput_complete(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Complete, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutput_complete(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunOutput", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CodeRunOutput_chunks(ctx context.Context, field graphql.CollectedField, obj *CodeRunOutput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutput_chunks(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Chunks, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []OutputChunk) graphql.Marshaler {
+			return ec.marshalNOutputChunk2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐOutputChunkᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutput_chunks(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRunOutput",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OutputChunk(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CodeRunOutput_nextSeq(ctx context.Context, field graphql.CollectedField, obj *CodeRunOutput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutput_nextSeq(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NextSeq, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutput_nextSeq(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunOutput", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CodeRunOutputSummary_stdoutBytes(ctx context.Context, field graphql.CollectedField, obj *coderun.OutputSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutputSummary_stdoutBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StdoutBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutputSummary_stdoutBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunOutputSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CodeRunOutputSummary_stderrBytes(ctx context.Context, field graphql.CollectedField, obj *coderun.OutputSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutputSummary_stderrBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StderrBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutputSummary_stderrBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunOutputSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CodeRunOutputSummary_truncated(ctx context.Context, field graphql.CollectedField, obj *coderun.OutputSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunOutputSummary_truncated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Truncated, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunOutputSummary_truncated(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunOutputSummary", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CodeRunTransition_status(ctx context.Context, field graphql.CollectedField, obj *coderun.Transition) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunTransition_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v coderun.RunStatus) graphql.Marshaler {
+			return ec.marshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunTransition_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunTransition", field, false, false, "CodeRunStatus")
+}
+
+func (ec *executionContext) _CodeRunTransition_at(ctx context.Context, field graphql.CollectedField, obj *coderun.Transition) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunTransition_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunTransition_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunTransition", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CodeRunTransition_reason(ctx context.Context, field graphql.CollectedField, obj *coderun.Transition) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunTransition_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunTransition_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunTransition", field, false, false, "String")
+}
 
 func (ec *executionContext) _CodeRuntime_id(ctx context.Context, field graphql.CollectedField, obj *coderun.Runtime) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
@@ -1943,6 +3729,94 @@ func (ec *executionContext) fieldContext_Handle_usage(_ context.Context, field g
 	return fc, nil
 }
 
+func (ec *executionContext) _Handle_runs(ctx context.Context, field graphql.CollectedField, obj *coderun.Handle) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Handle_runs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Handle().Runs(ctx, obj, fc.Args["first"].(*int), fc.Args["after"].(*string), fc.Args["status"].([]coderun.RunStatus))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *CodeRunConnection) graphql.Marshaler {
+			return ec.marshalNCodeRunConnection2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐCodeRunConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Handle_runs(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Handle",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRunConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Handle_runs_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Handle_run(ctx context.Context, field graphql.CollectedField, obj *coderun.Handle) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Handle_run(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Handle().Run(ctx, obj, fc.Args["runId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.Run) graphql.Marshaler {
+			return ec.marshalOCodeRun2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRun(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Handle_run(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Handle",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRun(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Handle_run_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Handle_runtimes(ctx context.Context, field graphql.CollectedField, obj *coderun.Handle) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2247,6 +4121,52 @@ func (ec *executionContext) fieldContext_ImageValidation_error(_ context.Context
 	return fc, nil
 }
 
+func (ec *executionContext) _KeyValue_key(ctx context.Context, field graphql.CollectedField, obj *KeyValue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_KeyValue_key(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Key, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_KeyValue_key(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("KeyValue", field, false, false, "String")
+}
+
+func (ec *executionContext) _KeyValue_value(ctx context.Context, field graphql.CollectedField, obj *KeyValue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_KeyValue_value(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Value, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_KeyValue_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("KeyValue", field, false, false, "String")
+}
+
 func (ec *executionContext) _Mutation_putCodeRuntime(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2333,6 +4253,209 @@ func (ec *executionContext) fieldContext_Mutation_validateCodeRuntimeImage(ctx c
 		return fc, err
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_submitCodeRun(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_submitCodeRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SubmitCodeRun(ctx, fc.Args["handle"].(string), fc.Args["input"].(coderun.RunInput), fc.Args["idempotencyKey"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.Run) graphql.Marshaler {
+			return ec.marshalNCodeRun2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRun(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_submitCodeRun(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRun(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_submitCodeRun_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_cancelCodeRun(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_cancelCodeRun(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CancelCodeRun(ctx, fc.Args["handle"].(string), fc.Args["runId"].(string), fc.Args["idempotencyKey"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.Run) graphql.Marshaler {
+			return ec.marshalNCodeRun2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRun(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_cancelCodeRun(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRun(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_cancelCodeRun_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _OutputChunk_seq(ctx context.Context, field graphql.CollectedField, obj *OutputChunk) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OutputChunk_seq(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Seq, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OutputChunk_seq(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OutputChunk", field, false, false, "Int")
+}
+
+func (ec *executionContext) _OutputChunk_stream(ctx context.Context, field graphql.CollectedField, obj *OutputChunk) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OutputChunk_stream(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stream, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v coderun.Stream) graphql.Marshaler {
+			return ec.marshalNOutputStream2githubᚗcomᚋgharartᚋcoderunᚐStream(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OutputChunk_stream(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OutputChunk", field, false, false, "OutputStream")
+}
+
+func (ec *executionContext) _OutputChunk_data(ctx context.Context, field graphql.CollectedField, obj *OutputChunk) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OutputChunk_data(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Data, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OutputChunk_data(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OutputChunk", field, false, false, "String")
+}
+
+func (ec *executionContext) _OutputChunk_encoding(ctx context.Context, field graphql.CollectedField, obj *OutputChunk) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OutputChunk_encoding(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Encoding, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNEncoding2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OutputChunk_encoding(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OutputChunk", field, false, false, "Encoding")
+}
+
+func (ec *executionContext) _OutputChunk_at(ctx context.Context, field graphql.CollectedField, obj *OutputChunk) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OutputChunk_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OutputChunk_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OutputChunk", field, false, false, "Time")
 }
 
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *PageInfo) (ret graphql.Marshaler) {
@@ -3618,6 +5741,157 @@ func (ec *executionContext) fieldContext___Type_isOneOf(_ context.Context, field
 
 // region    **************************** input.gotpl *****************************
 
+func (ec *executionContext) unmarshalInputCodeRunFileInput(ctx context.Context, obj any) (coderun.FileInput, error) {
+	var it coderun.FileInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"path", "content", "encoding"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "path":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("path"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Path = data
+		case "content":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("content"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Content = data
+		case "encoding":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("encoding"))
+			data, err := ec.unmarshalOEncoding2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Encoding = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCodeRunFileInput unmarshals raw into the CodeRunFileInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCodeRunFileInput(ctx context.Context, raw any) (coderun.FileInput, error) {
+	var out coderun.FileInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CodeRunFileInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCodeRunInput(ctx context.Context, obj any) (coderun.RunInput, error) {
+	var it coderun.RunInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"runtimeKey", "code", "files", "stdin", "args", "env", "timeoutSeconds", "labels"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "runtimeKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("runtimeKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RuntimeKey = data
+		case "code":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("code"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Code = data
+		case "files":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("files"))
+			data, err := ec.unmarshalOCodeRunFileInput2ᚕgithubᚗcomᚋgharartᚋcoderunᚐFileInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Files = data
+		case "stdin":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stdin"))
+			data, err := ec.unmarshalOString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Stdin = data
+		case "args":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("args"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Args = data
+		case "env":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("env"))
+			data, err := ec.unmarshalOKeyValueInput2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐKeyValueInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			if err = ec.Resolvers.CodeRunInput().Env(ctx, &it, data); err != nil {
+				return it, err
+			}
+		case "timeoutSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("timeoutSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TimeoutSeconds = data
+		case "labels":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("labels"))
+			data, err := ec.unmarshalOKeyValueInput2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐKeyValueInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			if err = ec.Resolvers.CodeRunInput().Labels(ctx, &it, data); err != nil {
+				return it, err
+			}
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCodeRunInput unmarshals raw into the CodeRunInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCodeRunInput(ctx context.Context, raw any) (coderun.RunInput, error) {
+	var out coderun.RunInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CodeRunInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCodeRuntimeInput(ctx context.Context, obj any) (coderun.RuntimeInput, error) {
 	var it coderun.RuntimeInput
 	if obj == nil {
@@ -3772,6 +6046,55 @@ func UnmarshalCodeRuntimeLimitsInput(ctx context.Context, raw any) (coderun.Limi
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputKeyValueInput(ctx context.Context, obj any) (KeyValueInput, error) {
+	var it KeyValueInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"key", "value"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "key":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("key"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Key = data
+		case "value":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("value"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Value = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalKeyValueInput unmarshals raw into the KeyValueInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalKeyValueInput(ctx context.Context, raw any) (KeyValueInput, error) {
+	var out KeyValueInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "KeyValueInput", raw, &out)
+	return out, err
+}
+
 // endregion **************************** input.gotpl *****************************
 
 // region    ************************** interface.gotpl ***************************
@@ -3794,6 +6117,13 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._CodeRuntime(ctx, sel, obj)
+	case coderun.Run:
+		return ec._CodeRun(ctx, sel, &obj)
+	case *coderun.Run:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._CodeRun(ctx, sel, obj)
 	default:
 		if typedObj, ok := obj.(graphql.Marshaler); ok {
 			return typedObj
@@ -3806,6 +6136,355 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 // endregion ************************** interface.gotpl ***************************
 
 // region    **************************** object.gotpl ****************************
+
+var codeRunImplementors = []string{"CodeRun", "Node"}
+
+func (ec *executionContext) _CodeRun(ctx context.Context, sel ast.SelectionSet, obj *coderun.Run) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, codeRunImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CodeRun")
+		case "id":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CodeRun_id(ctx, field, obj)
+				})
+		case "runId":
+			out.Values[i] = ec._CodeRun_runId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "runtimeKey":
+			out.Values[i] = ec._CodeRun_runtimeKey(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "image":
+			out.Values[i] = ec._CodeRun_image(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._CodeRun_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "exitCode":
+			out.Values[i] = ec._CodeRun_exitCode(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "error":
+			out.Values[i] = ec._CodeRun_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "limits":
+			out.Values[i] = ec._CodeRun_limits(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "labels":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CodeRun_labels(ctx, field, obj)
+				})
+		case "createdAt":
+			out.Values[i] = ec._CodeRun_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "startedAt":
+			out.Values[i] = ec._CodeRun_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "finishedAt":
+			out.Values[i] = ec._CodeRun_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "durationMs":
+			out.Values[i] = ec._CodeRun_durationMs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "outputSummary":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CodeRun_outputSummary(ctx, field, obj)
+				})
+		case "transitions":
+			out.Values[i] = ec._CodeRun_transitions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "output":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CodeRun_output(ctx, field, obj)
+				})
+		case "runtime":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CodeRun_runtime(ctx, field, obj)
+				})
+		case "handle":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CodeRun_handle(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var codeRunConnectionImplementors = []string{"CodeRunConnection"}
+
+func (ec *executionContext) _CodeRunConnection(ctx context.Context, sel ast.SelectionSet, obj *CodeRunConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, codeRunConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CodeRunConnection")
+		case "edges":
+			out.Values[i] = ec._CodeRunConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._CodeRunConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var codeRunEdgeImplementors = []string{"CodeRunEdge"}
+
+func (ec *executionContext) _CodeRunEdge(ctx context.Context, sel ast.SelectionSet, obj *CodeRunEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, codeRunEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CodeRunEdge")
+		case "cursor":
+			out.Values[i] = ec._CodeRunEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._CodeRunEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var codeRunOutputImplementors = []string{"CodeRunOutput"}
+
+func (ec *executionContext) _CodeRunOutput(ctx context.Context, sel ast.SelectionSet, obj *CodeRunOutput) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, codeRunOutputImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CodeRunOutput")
+		case "stdout":
+			out.Values[i] = ec._CodeRunOutput_stdout(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stderr":
+			out.Values[i] = ec._CodeRunOutput_stderr(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "encoding":
+			out.Values[i] = ec._CodeRunOutput_encoding(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "truncated":
+			out.Values[i] = ec._CodeRunOutput_truncated(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "complete":
+			out.Values[i] = ec._CodeRunOutput_complete(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "chunks":
+			out.Values[i] = ec._CodeRunOutput_chunks(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "nextSeq":
+			out.Values[i] = ec._CodeRunOutput_nextSeq(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var codeRunOutputSummaryImplementors = []string{"CodeRunOutputSummary"}
+
+func (ec *executionContext) _CodeRunOutputSummary(ctx context.Context, sel ast.SelectionSet, obj *coderun.OutputSummary) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, codeRunOutputSummaryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CodeRunOutputSummary")
+		case "stdoutBytes":
+			out.Values[i] = ec._CodeRunOutputSummary_stdoutBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stderrBytes":
+			out.Values[i] = ec._CodeRunOutputSummary_stderrBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "truncated":
+			out.Values[i] = ec._CodeRunOutputSummary_truncated(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var codeRunTransitionImplementors = []string{"CodeRunTransition"}
+
+func (ec *executionContext) _CodeRunTransition(ctx context.Context, sel ast.SelectionSet, obj *coderun.Transition) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, codeRunTransitionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CodeRunTransition")
+		case "status":
+			out.Values[i] = ec._CodeRunTransition_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._CodeRunTransition_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._CodeRunTransition_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
 
 var codeRuntimeImplementors = []string{"CodeRuntime", "Node"}
 
@@ -4103,6 +6782,18 @@ func (ec *executionContext) _Handle(ctx context.Context, sel ast.SelectionSet, o
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Handle_usage(ctx, field, obj)
 				})
+		case "runs":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Handle_runs(ctx, field, obj)
+				})
+		case "run":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Handle_run(ctx, field, obj)
+				})
 		case "runtimes":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -4261,6 +6952,44 @@ func (ec *executionContext) _ImageValidation(ctx context.Context, sel ast.Select
 	return out
 }
 
+var keyValueImplementors = []string{"KeyValue"}
+
+func (ec *executionContext) _KeyValue(ctx context.Context, sel ast.SelectionSet, obj *KeyValue) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, keyValueImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("KeyValue")
+		case "key":
+			out.Values[i] = ec._KeyValue_key(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "value":
+			out.Values[i] = ec._KeyValue_value(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -4291,6 +7020,73 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_validateCodeRuntimeImage(ctx, field)
 			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "submitCodeRun":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_submitCodeRun(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancelCodeRun":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_cancelCodeRun(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var outputChunkImplementors = []string{"OutputChunk"}
+
+func (ec *executionContext) _OutputChunk(ctx context.Context, sel ast.SelectionSet, obj *OutputChunk) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, outputChunkImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OutputChunk")
+		case "seq":
+			out.Values[i] = ec._OutputChunk_seq(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stream":
+			out.Values[i] = ec._OutputChunk_stream(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "data":
+			out.Values[i] = ec._OutputChunk_data(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "encoding":
+			out.Values[i] = ec._OutputChunk_encoding(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._OutputChunk_at(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -4787,6 +7583,126 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) marshalNCodeRun2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRun(ctx context.Context, sel ast.SelectionSet, v *coderun.Run) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CodeRun!")
+		return graphql.Null
+	}
+	return ec._CodeRun(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCodeRunConnection2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐCodeRunConnection(ctx context.Context, sel ast.SelectionSet, v *CodeRunConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CodeRunConnection!")
+		return graphql.Null
+	}
+	return ec._CodeRunConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCodeRunEdge2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐCodeRunEdge(ctx context.Context, sel ast.SelectionSet, v CodeRunEdge) graphql.Marshaler {
+	return ec._CodeRunEdge(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNCodeRunEdge2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐCodeRunEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []CodeRunEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCodeRunEdge2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐCodeRunEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNCodeRunFileInput2githubᚗcomᚋgharartᚋcoderunᚐFileInput(ctx context.Context, v any) (coderun.FileInput, error) {
+	res, err := ec.unmarshalInputCodeRunFileInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNCodeRunInput2githubᚗcomᚋgharartᚋcoderunᚐRunInput(ctx context.Context, v any) (coderun.RunInput, error) {
+	res, err := ec.unmarshalInputCodeRunInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCodeRunOutput2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐCodeRunOutput(ctx context.Context, sel ast.SelectionSet, v *CodeRunOutput) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CodeRunOutput!")
+		return graphql.Null
+	}
+	return ec._CodeRunOutput(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCodeRunOutputSummary2ᚖgithubᚗcomᚋgharartᚋcoderunᚐOutputSummary(ctx context.Context, sel ast.SelectionSet, v *coderun.OutputSummary) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CodeRunOutputSummary!")
+		return graphql.Null
+	}
+	return ec._CodeRunOutputSummary(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus(ctx context.Context, v any) (coderun.RunStatus, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus[tmp]
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus(ctx context.Context, sel ast.SelectionSet, v coderun.RunStatus) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "CodeRunStatus!")
+	}
+	return res
+}
+
+var (
+	unmarshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus = map[string]coderun.RunStatus{
+		"QUEUED":    coderun.RunQueued,
+		"STARTING":  coderun.RunStarting,
+		"RUNNING":   coderun.RunRunning,
+		"SUCCEEDED": coderun.RunSucceeded,
+		"FAILED":    coderun.RunFailed,
+		"TIMED_OUT": coderun.RunTimedOut,
+		"CANCELLED": coderun.RunCancelled,
+		"ERRORED":   coderun.RunErrored,
+	}
+	marshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus = map[coderun.RunStatus]string{
+		coderun.RunQueued:    "QUEUED",
+		coderun.RunStarting:  "STARTING",
+		coderun.RunRunning:   "RUNNING",
+		coderun.RunSucceeded: "SUCCEEDED",
+		coderun.RunFailed:    "FAILED",
+		coderun.RunTimedOut:  "TIMED_OUT",
+		coderun.RunCancelled: "CANCELLED",
+		coderun.RunErrored:   "ERRORED",
+	}
+)
+
+func (ec *executionContext) marshalNCodeRunTransition2githubᚗcomᚋgharartᚋcoderunᚐTransition(ctx context.Context, sel ast.SelectionSet, v coderun.Transition) graphql.Marshaler {
+	return ec._CodeRunTransition(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNCodeRunTransition2ᚕgithubᚗcomᚋgharartᚋcoderunᚐTransitionᚄ(ctx context.Context, sel ast.SelectionSet, v []coderun.Transition) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCodeRunTransition2githubᚗcomᚋgharartᚋcoderunᚐTransition(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) marshalNCodeRuntime2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRuntime(ctx context.Context, sel ast.SelectionSet, v *coderun.Runtime) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "CodeRuntime!")
@@ -4831,6 +7747,32 @@ func (ec *executionContext) unmarshalNCodeRuntimeInput2githubᚗcomᚋgharartᚋ
 func (ec *executionContext) marshalNCodeRuntimeLimits2githubᚗcomᚋgharartᚋcoderunᚐLimits(ctx context.Context, sel ast.SelectionSet, v coderun.Limits) graphql.Marshaler {
 	return ec._CodeRuntimeLimits(ctx, sel, &v)
 }
+
+func (ec *executionContext) unmarshalNEncoding2string(ctx context.Context, v any) (string, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNEncoding2string[tmp]
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEncoding2string(ctx context.Context, sel ast.SelectionSet, v string) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNEncoding2string[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Encoding!")
+	}
+	return res
+}
+
+var (
+	unmarshalNEncoding2string = map[string]string{
+		"UTF8":   coderun.EncodingUTF8,
+		"BASE64": coderun.EncodingBase64,
+	}
+	marshalNEncoding2string = map[string]string{
+		coderun.EncodingUTF8:   "UTF8",
+		coderun.EncodingBase64: "BASE64",
+	}
+)
 
 func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
 	res, err := graphql.UnmarshalFloatContext(ctx, v)
@@ -4943,6 +7885,77 @@ func (ec *executionContext) marshalNInt2int64(ctx context.Context, sel ast.Selec
 	}
 	return res
 }
+
+func (ec *executionContext) marshalNKeyValue2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐKeyValue(ctx context.Context, sel ast.SelectionSet, v KeyValue) graphql.Marshaler {
+	return ec._KeyValue(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNKeyValue2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐKeyValueᚄ(ctx context.Context, sel ast.SelectionSet, v []KeyValue) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNKeyValue2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐKeyValue(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNKeyValueInput2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐKeyValueInput(ctx context.Context, v any) (KeyValueInput, error) {
+	res, err := ec.unmarshalInputKeyValueInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNOutputChunk2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐOutputChunk(ctx context.Context, sel ast.SelectionSet, v OutputChunk) graphql.Marshaler {
+	return ec._OutputChunk(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNOutputChunk2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐOutputChunkᚄ(ctx context.Context, sel ast.SelectionSet, v []OutputChunk) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNOutputChunk2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐOutputChunk(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNOutputStream2githubᚗcomᚋgharartᚋcoderunᚐStream(ctx context.Context, v any) (coderun.Stream, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNOutputStream2githubᚗcomᚋgharartᚋcoderunᚐStream[tmp]
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNOutputStream2githubᚗcomᚋgharartᚋcoderunᚐStream(ctx context.Context, sel ast.SelectionSet, v coderun.Stream) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNOutputStream2githubᚗcomᚋgharartᚋcoderunᚐStream[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "OutputStream!")
+	}
+	return res
+}
+
+var (
+	unmarshalNOutputStream2githubᚗcomᚋgharartᚋcoderunᚐStream = map[string]coderun.Stream{
+		"STDOUT": coderun.Stdout,
+		"STDERR": coderun.Stderr,
+	}
+	marshalNOutputStream2githubᚗcomᚋgharartᚋcoderunᚐStream = map[coderun.Stream]string{
+		coderun.Stdout: "STDOUT",
+		coderun.Stderr: "STDERR",
+	}
+)
 
 func (ec *executionContext) marshalNPageInfo2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐPageInfo(ctx context.Context, sel ast.SelectionSet, v *PageInfo) graphql.Marshaler {
 	if v == nil {
@@ -5181,6 +8194,66 @@ func (ec *executionContext) marshalOBoolean2ᚖbool(ctx context.Context, sel ast
 	return res
 }
 
+func (ec *executionContext) marshalOCodeRun2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRun(ctx context.Context, sel ast.SelectionSet, v *coderun.Run) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._CodeRun(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOCodeRunFileInput2ᚕgithubᚗcomᚋgharartᚋcoderunᚐFileInputᚄ(ctx context.Context, v any) ([]coderun.FileInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]coderun.FileInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCodeRunFileInput2githubᚗcomᚋgharartᚋcoderunᚐFileInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOCodeRunStatus2ᚕgithubᚗcomᚋgharartᚋcoderunᚐRunStatusᚄ(ctx context.Context, v any) ([]coderun.RunStatus, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]coderun.RunStatus, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOCodeRunStatus2ᚕgithubᚗcomᚋgharartᚋcoderunᚐRunStatusᚄ(ctx context.Context, sel ast.SelectionSet, v []coderun.RunStatus) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) marshalOCodeRuntime2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRuntime(ctx context.Context, sel ast.SelectionSet, v *coderun.Runtime) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -5195,6 +8268,30 @@ func (ec *executionContext) unmarshalOCodeRuntimeLimitsInput2ᚖgithubᚗcomᚋg
 	res, err := ec.unmarshalInputCodeRuntimeLimitsInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
+
+func (ec *executionContext) unmarshalOEncoding2string(ctx context.Context, v any) (string, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalOEncoding2string[tmp]
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOEncoding2string(ctx context.Context, sel ast.SelectionSet, v string) graphql.Marshaler {
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalString(marshalOEncoding2string[v])
+	return res
+}
+
+var (
+	unmarshalOEncoding2string = map[string]string{
+		"UTF8":   coderun.EncodingUTF8,
+		"BASE64": coderun.EncodingBase64,
+	}
+	marshalOEncoding2string = map[string]string{
+		coderun.EncodingUTF8:   "UTF8",
+		coderun.EncodingBase64: "BASE64",
+	}
+)
 
 func (ec *executionContext) marshalOErrorDetail2ᚖgithubᚗcomᚋgharartᚋcoderunᚐErrorDetail(ctx context.Context, sel ast.SelectionSet, v *coderun.ErrorDetail) graphql.Marshaler {
 	if v == nil {
@@ -5263,11 +8360,40 @@ func (ec *executionContext) marshalOInt2ᚖint64(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) unmarshalOKeyValueInput2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐKeyValueInputᚄ(ctx context.Context, v any) ([]KeyValueInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]KeyValueInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNKeyValueInput2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐKeyValueInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
 func (ec *executionContext) marshalONode2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐNode(ctx context.Context, sel ast.SelectionSet, v Node) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
 	}
 	return ec._Node(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOString2string(ctx context.Context, v any) (string, error) {
+	res, err := graphql.UnmarshalString(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOString2string(ctx context.Context, sel ast.SelectionSet, v string) graphql.Marshaler {
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalString(v)
+	return res
 }
 
 func (ec *executionContext) unmarshalOString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {

@@ -3,12 +3,44 @@
 package graph
 
 import (
+	"time"
+
 	"github.com/gharart/coderun"
 )
 
 // An object that can be fetched again by its global id through `Query.node`.
 type Node interface {
 	IsNode()
+}
+
+type CodeRunConnection struct {
+	Edges    []CodeRunEdge `json:"edges"`
+	PageInfo *PageInfo     `json:"pageInfo"`
+}
+
+type CodeRunEdge struct {
+	// The cursor to pass as `after` to continue after this edge. Only the last edge
+	// of a page that has a next one carries a cursor today (the same as
+	// `pageInfo.endCursor`); the others are null.
+	Cursor *string      `json:"cursor,omitempty"`
+	Node   *coderun.Run `json:"node"`
+}
+
+// A page of a run's output.
+type CodeRunOutput struct {
+	// The data of this page's stdout chunks, joined, in `encoding`.
+	Stdout string `json:"stdout"`
+	// The data of this page's stderr chunks, joined, in `encoding`.
+	Stderr string `json:"stderr"`
+	// How `stdout`, `stderr` and every chunk's `data` are written: UTF8 unless some chunk is not UTF-8.
+	Encoding string `json:"encoding"`
+	// Whether output was cut off at the run's output limit.
+	Truncated bool `json:"truncated"`
+	// Whether the run is finished and no output follows this page.
+	Complete bool          `json:"complete"`
+	Chunks   []OutputChunk `json:"chunks"`
+	// The seq of the last chunk here (or `afterSeq` when there is none): pass it as `afterSeq` to continue.
+	NextSeq int `json:"nextSeq"`
 }
 
 type CodeRuntimeConnection struct {
@@ -22,6 +54,28 @@ type CodeRuntimeEdge struct {
 	// `pageInfo.endCursor`); the others are null.
 	Cursor *string          `json:"cursor,omitempty"`
 	Node   *coderun.Runtime `json:"node"`
+}
+
+// A label or an environment variable.
+type KeyValue struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+type KeyValueInput struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// A piece of a run's output. A run's chunks are numbered 1, 2, 3, … with no gaps,
+// across both streams, in the order they were written.
+type OutputChunk struct {
+	Seq    int            `json:"seq"`
+	Stream coderun.Stream `json:"stream"`
+	Data   string         `json:"data"`
+	// How `data` is written.
+	Encoding string    `json:"encoding"`
+	At       time.Time `json:"at"`
 }
 
 // Relay pagination state of a connection.

@@ -33,10 +33,12 @@ const (
 var jwtSecret = []byte("resolvers-test-secret-of-32-bytes!")
 
 type env struct {
-	t    *testing.T
-	db   *store.DB
-	srv  *httptest.Server
-	logs *syncBuffer
+	t   *testing.T
+	db  *store.DB
+	srv *httptest.Server
+	// endpoint is where operations are POSTed.
+	endpoint string
+	logs     *syncBuffer
 }
 
 // newEnv serves the GraphQL handler over a real service on a fresh SQLite
@@ -44,6 +46,22 @@ type env struct {
 // request an id and, for POST, the principal named by X-Test-User (a JWT-like
 // caller with every scope).
 func newEnv(t *testing.T, opts resolvers.Options) *env {
+	t.Helper()
+	db := openDB(t)
+	logs := &syncBuffer{}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	if opts.Authenticate == nil {
+		opts.Authenticate = newAuthenticator(nil).Authenticate
+	}
+	svc := service.New(db, service.Options{Logger: opts.Logger})
+	srv := httptest.NewServer(withTestEdge(resolvers.NewHandler(svc, opts)))
+	t.Cleanup(srv.Close)
+	return &env{t: t, db: db, srv: srv, endpoint: srv.URL, logs: logs}
+}
+
+// openDB opens and migrates a fresh SQLite database holding the world every
+// test starts from.
+func openDB(t *testing.T) *store.DB {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, testenv.SQLiteURL(t))
@@ -74,16 +92,12 @@ func newEnv(t *testing.T, opts resolvers.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
 
-	logs := &syncBuffer{}
-	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	if opts.Authenticate == nil {
-		opts.Authenticate = auth.NewAuthenticator(auth.JWTConfig{HS256Secret: jwtSecret, Issuer: jwtIssuer, Audience: jwtAudience}, nil, nil).Authenticate
-	}
-	svc := service.New(db, service.Options{Logger: opts.Logger})
-	srv := httptest.NewServer(withTestEdge(resolvers.NewHandler(svc, opts)))
-	t.Cleanup(srv.Close)
-	return &env{t: t, db: db, srv: srv, logs: logs}
+// newAuthenticator verifies the tests' JWTs (and, given a service, PATs).
+func newAuthenticator(tokens auth.TokenStore) *auth.Authenticator {
+	return auth.NewAuthenticator(auth.JWTConfig{HS256Secret: jwtSecret, Issuer: jwtIssuer, Audience: jwtAudience}, tokens, nil)
 }
 
 var requestSeq atomic.Int64
@@ -114,13 +128,15 @@ type response struct {
 	Errors    []gqlError      `json:"errors"`
 }
 
-// do POSTs one operation as user and decodes the answer.
+// do POSTs one operation as user and decodes the answer. The user is named
+// both ways: to the test edge, and with a JWT to a real one.
 func (e *env) do(user, query string, vars map[string]any) response {
 	e.t.Helper()
 	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL, bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, e.endpoint, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Test-User", user)
+	req.Header.Set("Authorization", e.jwt(user))
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)

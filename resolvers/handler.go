@@ -39,9 +39,11 @@ type Options struct {
 }
 
 // Defaults of the cost limits. A full page of 100 runtimes with every field
-// costs about 2,600; a connection nested in another's items does not fit.
+// costs about 2,900, and of 100 runs with every field but output (runtime and
+// handle included) about 4,000; a connection nested in another's items does
+// not fit, nor does the default page of output for each of a page of runs.
 const (
-	DefaultComplexityLimit = 3000
+	DefaultComplexityLimit = 5000
 	DefaultDepthLimit      = 10
 )
 
@@ -70,6 +72,12 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	cfg := graph.Config{Resolvers: &Resolver{svc: svc}}
 	cfg.Complexity.Handle.Runtimes = func(childComplexity int, first *int, _ *string) int {
 		return connectionComplexity(childComplexity, first)
+	}
+	cfg.Complexity.Handle.Runs = func(childComplexity int, first *int, _ *string, _ []coderun.RunStatus) int {
+		return connectionComplexity(childComplexity, first)
+	}
+	cfg.Complexity.CodeRun.Output = func(childComplexity int, _ *int, first *int) int {
+		return outputComplexity(childComplexity, first)
 	}
 
 	origins := newOriginPolicy(opts.AllowedOrigins)

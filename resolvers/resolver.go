@@ -8,6 +8,8 @@ package resolvers
 //go:generate go tool gqlgen generate
 
 import (
+	"context"
+
 	"github.com/gharart/coderun"
 	"github.com/gharart/coderun/graph"
 	"github.com/gharart/coderun/service"
@@ -17,6 +19,15 @@ import (
 // through it.
 type Resolver struct {
 	svc *service.Service
+}
+
+// handle is the handle an object links to (CodeRuntime.handle, CodeRun.handle).
+func (r *Resolver) handle(ctx context.Context, name string) (*coderun.Handle, error) {
+	h, err := r.svc.Handle(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &h, nil
 }
 
 // orNull answers a lookup whose object may be missing: the service's notFound
@@ -38,7 +49,7 @@ func nodeOrNull(n graph.Node, err error) (graph.Node, error) {
 	switch coderun.ErrorCode(err) {
 	case "":
 		return n, nil
-	case coderun.EHandleNotFound, coderun.ERuntimeNotFound:
+	case coderun.EHandleNotFound, coderun.ERuntimeNotFound, coderun.ERunNotFound:
 		return nil, nil
 	}
 	return nil, err

@@ -19,11 +19,7 @@ func (r *codeRuntimeResolver) ID(ctx context.Context, obj *coderun.Runtime) (str
 
 // Handle is the resolver for the handle field.
 func (r *codeRuntimeResolver) Handle(ctx context.Context, obj *coderun.Runtime) (*coderun.Handle, error) {
-	h, err := r.svc.Handle(ctx, obj.Handle)
-	if err != nil {
-		return nil, err
-	}
-	return &h, nil
+	return r.handle(ctx, obj.Handle)
 }
 
 // Runtimes is the resolver for the runtimes field.

@@ -310,7 +310,7 @@ func TestPanicsAreRecoveredAsInternalErrors(t *testing.T) {
 	h := resolvers.NewHandler(nil, resolvers.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	srv := httptest.NewServer(withTestEdge(h))
 	defer srv.Close()
-	e := &env{t: t, srv: srv, logs: logs}
+	e := &env{t: t, srv: srv, endpoint: srv.URL, logs: logs}
 
 	r := e.do("alice", `{ handle(handle: "acme") { handle } }`, nil)
 	got := onlyError(t, r, "internal")

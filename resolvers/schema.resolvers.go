@@ -31,6 +31,9 @@ func (r *queryResolver) Node(ctx context.Context, id string) (graph.Node, error)
 	case nodeRuntime:
 		rt, err := r.svc.Runtime(ctx, ref.handle, ref.key)
 		return nodeOrNull(&rt, err)
+	case nodeRun:
+		run, err := r.svc.Run(ctx, ref.handle, ref.key)
+		return nodeOrNull(&run, err)
 	}
 	return nil, nil
 }

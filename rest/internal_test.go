@@ -92,11 +92,15 @@ func TestOpenAPISchemasMatchObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, v := range map[string]any{
-		"Runtime":     coderun.Runtime{},
-		"Limits":      coderun.Limits{},
-		"Validation":  coderun.Validation{},
-		"RuntimeList": list[coderun.Runtime]{},
-		"Problem":     problem{Errors: []coderun.FieldError{{}}, RetryAfter: 1},
+		"Runtime":      coderun.Runtime{},
+		"Limits":       coderun.Limits{},
+		"Validation":   coderun.Validation{},
+		"RuntimeList":  list[coderun.Runtime]{},
+		"Problem":      withDetails(problem{Errors: []coderun.FieldError{{}}, RetryAfter: 1}, map[string]any{"activeRuns": 1, "limit": 1}),
+		"Run":          coderun.Run{},
+		"RunList":      runList{},
+		"RunOutput":    fullOutput{},
+		"OutputChunks": chunkPage{},
 	} {
 		b, _ := json.Marshal(v)
 		var obj map[string]any

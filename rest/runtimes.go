@@ -14,6 +14,11 @@ func (s *server) routes() []route {
 		{pattern: "GET /v2/handles/{handle}/code-runtimes/{runtimeKey}", handler: s.getRuntime},
 		{pattern: "PUT /v2/handles/{handle}/code-runtimes/{runtimeKey}", handler: s.putRuntime},
 		{pattern: "POST /v2/handles/{handle}/code-runtimes/{runtimeKey}/validate-image", handler: s.validateImage},
+		{pattern: "POST /v2/handles/{handle}/code-runs", handler: s.submitRun},
+		{pattern: "GET /v2/handles/{handle}/code-runs", handler: s.listRuns},
+		{pattern: "GET /v2/handles/{handle}/code-runs/{runId}", handler: s.getRun},
+		{pattern: "GET /v2/handles/{handle}/code-runs/{runId}/output", handler: s.runOutput},
+		{pattern: "POST /v2/handles/{handle}/code-runs/{runId}/cancel", handler: s.cancelRun},
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 type stack struct {
 	t      *testing.T
 	url    string
+	db     *store.DB
 	svc    *service.Service
 	secret []byte
 	edKey  ed25519.PrivateKey
@@ -42,6 +43,8 @@ const (
 	issuer   = "coderun"
 	audience = "coderun"
 )
+
+var quietLog = slog.New(slog.DiscardHandler)
 
 // forEachDatabase runs fn against SQLite and PostgreSQL.
 func forEachDatabase(t *testing.T, fn func(t *testing.T, dbURL string)) {
@@ -74,7 +77,7 @@ func newStack(t *testing.T, dbURL string, images service.ImageChecker) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{t: t, svc: svc, secret: bytes.Repeat([]byte("s"), 32), edKey: priv}
+	s := &stack{t: t, db: db, svc: svc, secret: bytes.Repeat([]byte("s"), 32), edKey: priv}
 	authn := auth.NewAuthenticator(auth.JWTConfig{HS256Secret: s.secret, PublicKeys: keys, Issuer: issuer, Audience: audience}, svc, nil)
 	h := rest.New(rest.Options{
 		Service:       svc,
@@ -82,7 +85,7 @@ func newStack(t *testing.T, dbURL string, images service.ImageChecker) *stack {
 		GraphQL:       resolvers.NewHandler(svc, resolvers.Options{Authenticate: authn.Authenticate, Introspection: true}),
 		Checks:        []rest.Check{{Name: "database", Ping: db.Ping}},
 		MaxBodyBytes:  64 << 10,
-		Logger:        slog.New(slog.DiscardHandler),
+		Logger:        quietLog,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -26,7 +26,11 @@ func (s *Service) Handle(ctx context.Context, handle string) (coderun.Handle, er
 func (s *Service) HandleUsage(ctx context.Context, handle string) (coderun.HandleUsage, error) {
 	u := coderun.HandleUsage{DailyWritesResetAt: nextUTCMidnight(s.now())}
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
-		_, err := authorize(ctx, tx, handle, "", coderun.RoleViewer)
+		if _, err := authorize(ctx, tx, handle, "", coderun.RoleViewer); err != nil {
+			return err
+		}
+		var err error
+		u.ActiveRuns, err = tx.CountActiveRuns(ctx, handle)
 		return err
 	})
 	return u, err

@@ -29,8 +29,10 @@ type Options struct {
 	MaxLimits coderun.Limits
 	// AllowNetwork lets runtimes ask for a network (off by default).
 	AllowNetwork bool
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// Runs, when set, hears of queued runs and cancel requests at once.
+	Runs   RunNotifier
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Service is the one core the REST and GraphQL transports share.

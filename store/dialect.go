@@ -28,10 +28,13 @@ type dialect struct {
 	// needs none: a write transaction there holds the whole database (BEGIN
 	// IMMEDIATE).
 	forUpdate string
+	// skipLocked locks the row a SELECT picks and passes over rows other
+	// transactions hold, so that concurrent workers claim different runs.
+	skipLocked string
 }
 
 var (
-	postgresDialect = dialect{name: "postgres", bind: sqlx.DOLLAR, goose: goose.DialectPostgres, forUpdate: " FOR UPDATE"}
+	postgresDialect = dialect{name: "postgres", bind: sqlx.DOLLAR, goose: goose.DialectPostgres, forUpdate: " FOR UPDATE", skipLocked: " FOR UPDATE SKIP LOCKED"}
 	sqliteDialect   = dialect{name: "sqlite", bind: sqlx.QUESTION, goose: goose.DialectSQLite3}
 )
 

@@ -25,7 +25,18 @@ func (tx *Tx) CreateHandle(ctx context.Context, h coderun.Handle) error {
 
 // GetHandle returns the handle called name, or an EHandleNotFound.
 func (tx *Tx) GetHandle(ctx context.Context, name string) (coderun.Handle, error) {
-	const q = `SELECT name, max_active_runs, daily_write_limit, created_at FROM handles WHERE name = ?`
+	return tx.getHandle(ctx, name, "")
+}
+
+// LockHandle is GetHandle that also holds the handle's row until the
+// transaction ends, so that writes checked against the handle's limits (its
+// active runs, its daily writes) take turns instead of overshooting them.
+func (tx *Tx) LockHandle(ctx context.Context, name string) (coderun.Handle, error) {
+	return tx.getHandle(ctx, name, tx.db.d.forUpdate)
+}
+
+func (tx *Tx) getHandle(ctx context.Context, name, lock string) (coderun.Handle, error) {
+	q := `SELECT name, max_active_runs, daily_write_limit, created_at FROM handles WHERE name = ?` + lock
 	var h coderun.Handle
 	var created dbTime
 	err := tx.queryRow(ctx, q, name).Scan(&h.Name, &h.MaxActiveRuns, &h.DailyWriteLimit, &created)

@@ -13,8 +13,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gharart/coderun/auth"
+	"github.com/gharart/coderun/worker"
 )
 
 // config is the service's configuration: flags win over CODERUN_* variables,
@@ -28,6 +30,7 @@ type config struct {
 	JWTIssuer     string
 	JWTAudience   string
 	WorkerSlots   int
+	WorkerLease   time.Duration
 	MaxBodyBytes  int64
 	AllowNetwork  bool
 	Introspection bool
@@ -46,6 +49,7 @@ func (c *config) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.JWTIssuer, "jwt-issuer", env("CODERUN_JWT_ISSUER", "coderun"), "required JWT iss (CODERUN_JWT_ISSUER)")
 	fs.StringVar(&c.JWTAudience, "jwt-audience", env("CODERUN_JWT_AUDIENCE", "coderun"), "required JWT aud (CODERUN_JWT_AUDIENCE)")
 	fs.IntVar(&c.WorkerSlots, "worker-slots", envInt("CODERUN_WORKER_SLOTS", runtime.NumCPU()), "runs executed at once by this process; 0 = no in-process worker (CODERUN_WORKER_SLOTS)")
+	fs.DurationVar(&c.WorkerLease, "worker-lease", envDuration("CODERUN_WORKER_LEASE", 15*time.Second), "how long a worker's claim on a run lasts without renewal; a crashed worker's runs are recovered after it (CODERUN_WORKER_LEASE)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", int64(envInt("CODERUN_MAX_BODY_BYTES", 1<<20)), "largest request body accepted (CODERUN_MAX_BODY_BYTES)")
 	fs.BoolVar(&c.AllowNetwork, "allow-network", envBool("CODERUN_ALLOW_NETWORK", false), "let runtimes ask for a network (CODERUN_ALLOW_NETWORK)")
 	fs.BoolVar(&c.Introspection, "graphql-introspection", envBool("CODERUN_GRAPHQL_INTROSPECTION", true), "serve GraphQL introspection (CODERUN_GRAPHQL_INTROSPECTION)")
@@ -153,6 +157,19 @@ func envInt(name string, def int) int {
 	return n
 }
 
+func envDuration(name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		envErrors = append(envErrors, fmt.Errorf("%s=%q is not a positive duration (e.g. 15s)", name, v))
+		return def
+	}
+	return d
+}
+
 func envBool(name string, def bool) bool {
 	v := os.Getenv(name)
 	if v == "" {
@@ -164,4 +181,8 @@ func envBool(name string, def bool) bool {
 		return def
 	}
 	return b
+}
+
+func (c *config) workerOptions(log *slog.Logger) worker.Options {
+	return worker.Options{Slots: c.WorkerSlots, Lease: c.WorkerLease, Logger: log}
 }

@@ -18,7 +18,8 @@ import (
 const usage = `coderun — run code in locked-down containers, pinned by digest.
 
 Usage:
-  coderun serve                 API server (migrates the database first)
+  coderun serve                 API server and an in-process worker (migrates the database first)
+  coderun worker                a worker alone, sharing runs with serve through PostgreSQL
   coderun migrate               apply database migrations and exit
   coderun handle create HANDLE --owner USER [--max-active-runs N] [--daily-write-limit N]
   coderun handle add-member HANDLE USER --role viewer|developer|admin|owner
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "serve":
 		return serve(ctx, rest, stderr)
+	case "worker":
+		return work(ctx, rest, stderr)
 	case "migrate":
 		return migrate(ctx, rest, stderr)
 	case "handle":

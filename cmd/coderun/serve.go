@@ -18,6 +18,8 @@ import (
 	"github.com/gharart/coderun/resolvers"
 	"github.com/gharart/coderun/rest"
 	"github.com/gharart/coderun/service"
+	"github.com/gharart/coderun/store"
+	"github.com/gharart/coderun/worker"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -44,16 +46,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer db.Close()
 
 	// The engine may come up after the service: readiness reports it until then.
-	engine, err := docker.New()
+	engine, err := openEngine(ctx, db)
 	if err != nil {
-		return fmt.Errorf("configure the Docker client: %w", err)
+		return err
 	}
 	defer engine.Close()
 	if err := engine.Ping(ctx); err != nil {
 		log.Warn("the container engine is not reachable yet", "err", err)
 	}
 
-	svc := service.New(db, service.Options{Images: engine, AllowNetwork: cfg.AllowNetwork, Logger: log})
+	opts := service.Options{Images: engine, AllowNetwork: cfg.AllowNetwork, Logger: log}
+	var wrk *worker.Worker
+	if cfg.WorkerSlots > 0 {
+		wrk = worker.New(db, engine, cfg.workerOptions(log))
+		opts.Runs = wrk
+	}
+	svc := service.New(db, opts)
 	authn := auth.NewAuthenticator(jwtCfg, svc, nil)
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -86,19 +94,79 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		// No WriteTimeout: validate-image may pull for minutes, and websockets
 		// set a deadline per message instead.
 	}
-	log.Info("coderun serving", "addr", ln.Addr().String(), "database", db.Dialect())
+	log.Info("coderun serving", "addr", ln.Addr().String(), "database", db.Dialect(), "worker_slots", cfg.WorkerSlots)
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		if wrk != nil {
+			_ = wrk.Run(ctx)
+		}
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
-	case err := <-errc:
-		return err
+	case err = <-errc:
 	case <-ctx.Done():
 	}
 	log.Info("coderun shutting down")
+	stop()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if serr := srv.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) && err == nil {
+		err = serr
+	}
+	<-workerDone
+	return err
+}
+
+// work runs a worker alone: it shares runs with `serve` through PostgreSQL.
+func work(ctx context.Context, args []string, stderr io.Writer) error {
+	var cfg config
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	cfg.bindFlags(fs)
+	if pos, err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return fmt.Errorf("%w: worker takes no arguments", errUsage)
+	}
+	if cfg.WorkerSlots < 1 {
+		return fmt.Errorf("%w: a worker needs at least one slot (CODERUN_WORKER_SLOTS)", errUsage)
+	}
+	log, err := cfg.logger()
+	if err != nil {
 		return err
 	}
-	return nil
+	db, err := openStore(ctx, &cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if db.Dialect() != "postgres" {
+		log.Warn("a separate worker shares runs only through PostgreSQL; on SQLite, serve runs its own worker")
+	}
+	engine, err := openEngine(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+	if err := engine.Ping(ctx); err != nil {
+		return fmt.Errorf("the container engine is not reachable: %w", err)
+	}
+	return worker.New(db, engine, cfg.workerOptions(log)).Run(ctx)
+}
+
+// openEngine returns the Docker engine client, labelling sandboxes with the
+// installation's name so that recovery never touches another installation's.
+func openEngine(ctx context.Context, db *store.DB) (*docker.Engine, error) {
+	id, err := db.InstallationID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	engine, err := docker.New(docker.WithInstance(id))
+	if err != nil {
+		return nil, fmt.Errorf("configure the Docker client: %w", err)
+	}
+	return engine, nil
 }

@@ -1,6 +1,7 @@
 // Package docker drives a Docker engine for coderun: it checks runtime images
-// against their registry and the engine (image.go), and will run code in
-// locked-down containers behind the executor interface. It speaks to the engine
+// against their registry and the engine (image.go), and runs code in
+// locked-down containers behind the executor interface (sandbox.go prepares a
+// run's container, run.go runs it). It speaks to the engine
 // through github.com/moby/moby/client, negotiating the API version, so an old
 // engine (API 1.41 on Debian 12) and a current one both work.
 package docker
@@ -20,12 +21,18 @@ const (
 	DefaultPullTimeout     = 10 * time.Minute
 )
 
+// DefaultTmpfsBytes is the size of a sandbox's /tmp unless WithTmpfsSize says.
+const DefaultTmpfsBytes = 64 << 20
+
 // Engine is one Docker engine, reached the way the docker CLI reaches it
 // (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH, DOCKER_API_VERSION).
 type Engine struct {
 	cli             *client.Client
 	registryTimeout time.Duration
 	pullTimeout     time.Duration
+	ociRuntime      string // "" is the engine's default (runc)
+	tmpfsBytes      int64
+	instance        string // labels this deployment's sandboxes; "" for none
 
 	mu       sync.Mutex
 	platform *platform // the engine's own OS/architecture, once known
@@ -45,6 +52,26 @@ func WithPullTimeout(d time.Duration) Option {
 	return func(e *Engine) { e.pullTimeout = d }
 }
 
+// WithRuntime runs sandboxes under the named OCI runtime the engine knows
+// (e.g. "runsc" for gVisor) instead of the engine's default.
+func WithRuntime(name string) Option {
+	return func(e *Engine) { e.ociRuntime = name }
+}
+
+// WithTmpfsSize sets the size of each sandbox's in-memory /tmp, in bytes.
+func WithTmpfsSize(bytes int64) Option {
+	return func(e *Engine) { e.tmpfsBytes = bytes }
+}
+
+// WithInstance sets apart the sandboxes of one coderun deployment (one
+// database) from those of others sharing the engine: they are labelled
+// coderun.instance=name, and Sandboxes lists only those. Without it Sandboxes
+// lists every coderun sandbox on the engine, and one deployment's orphan
+// sweep would remove another's live runs.
+func WithInstance(name string) Option {
+	return func(e *Engine) { e.instance = name }
+}
+
 // New returns an Engine configured from the environment. It does not contact
 // the engine; Ping does.
 func New(opts ...Option) (*Engine, error) {
@@ -54,7 +81,12 @@ func New(opts ...Option) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	e := &Engine{cli: cli, registryTimeout: DefaultRegistryTimeout, pullTimeout: DefaultPullTimeout}
+	e := &Engine{
+		cli:             cli,
+		registryTimeout: DefaultRegistryTimeout,
+		pullTimeout:     DefaultPullTimeout,
+		tmpfsBytes:      DefaultTmpfsBytes,
+	}
 	for _, opt := range opts {
 		opt(e)
 	}

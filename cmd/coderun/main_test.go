@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/gharart/coderun/internal/testenv"
+)
+
+// binary is the coderun binary built for these tests: they run it the way an
+// operator does.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "coderun-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "coderun")
+	build := exec.Command("go", "build", "-race", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		panic("building coderun: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// instance is one installation: a database and a data dir, shared by the
+// commands and servers a test runs.
+type instance struct {
+	t    *testing.T
+	env  []string
+	addr string
+}
+
+func newInstance(t *testing.T, dbURL string) *instance {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return &instance{t: t, addr: addr, env: append(os.Environ(),
+		"CODERUN_DATABASE_URL="+dbURL,
+		"CODERUN_DATA_DIR="+t.TempDir(),
+		"CODERUN_ADDR="+addr,
+		"CODERUN_WORKER_LEASE=2s",
+		"CODERUN_LOG_LEVEL=warn",
+	)}
+}
+
+// cli runs a coderun command and returns its stdout; it fails the test if the
+// command fails.
+func (in *instance) cli(args ...string) string {
+	in.t.Helper()
+	out, errOut, err := in.run(args...)
+	if err != nil {
+		in.t.Fatalf("coderun %s: %v\n%s", strings.Join(args, " "), err, errOut)
+	}
+	return strings.TrimSpace(out)
+}
+
+func (in *instance) run(args ...string) (stdout, stderr string, err error) {
+	cmd := exec.Command(binary, args...)
+	cmd.Env = in.env
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// serve starts `coderun serve` and waits until it is ready.
+func (in *instance) serve() *exec.Cmd {
+	in.t.Helper()
+	cmd := exec.Command(binary, "serve")
+	cmd.Env = in.env
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Start(); err != nil {
+		in.t.Fatal(err)
+	}
+	in.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get("http://" + in.addr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return cmd
+			}
+		}
+		if time.Now().After(deadline) {
+			in.t.Fatalf("coderun serve not ready after 30 s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// call sends a request with the token and decodes the JSON answer.
+func (in *instance) call(method, path, token string, body any) (int, map[string]any) {
+	in.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+in.addr+path, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&m)
+	return res.StatusCode, m
+}
+
+func containersOf(t *testing.T, cli *client.Client, runID string) int {
+	list, err := cli.ContainerList(context.Background(), client.ContainerListOptions{
+		All: true, Filters: make(client.Filters).Add("label", "coderun.run-id="+runID),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(list.Items)
+}
+
+// A run survives its server's crash as a record: after SIGKILL and a restart
+// the run is terminal and its container is gone.
+func TestCrashRecovery(t *testing.T) {
+	cli := testenv.Docker(t)
+	digest := testenv.BusyboxImage(t, "coderun-demo/busybox:1")
+	for name, url := range map[string]func(testing.TB) string{"sqlite": testenv.SQLiteURL, "postgres": testenv.PostgresURL} {
+		t.Run(name, func(t *testing.T) {
+			in := newInstance(t, url(t))
+			in.cli("handle", "create", "acme", "--owner", "alice")
+			token := in.cli("token", "create", "--user", "alice", "--handle", "acme", "--scopes", "all")
+			server := in.serve()
+
+			in.call("PUT", "/v2/handles/acme/code-runtimes/sh", token, map[string]any{
+				"image": "coderun-demo/busybox:1", "digest": digest, "command": []string{"sh", "main.sh"}, "entrypointFile": "main.sh"})
+			if _, rt := in.call("POST", "/v2/handles/acme/code-runtimes/sh/validate-image", token, nil); rt["validation"].(map[string]any)["status"] != "validated" {
+				t.Fatalf("runtime %v", rt)
+			}
+			status, run := in.call("POST", "/v2/handles/acme/code-runs", token, map[string]any{"runtimeKey": "sh", "code": "echo started; sleep 120"})
+			if status != 202 {
+				t.Fatalf("submit: %d %v", status, run)
+			}
+			id := run["runId"].(string)
+			path := "/v2/handles/acme/code-runs/" + id
+			waitFor(t, 30*time.Second, "the run to start", func() bool {
+				_, run := in.call("GET", path, token, nil)
+				return run["status"] == "running"
+			})
+
+			if err := server.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			server.Wait()
+			if n := containersOf(t, cli, id); n != 1 {
+				t.Fatalf("after the crash the run has %d containers; the test needs the one left behind", n)
+			}
+
+			in.serve()
+			waitFor(t, 60*time.Second, "the run to be recovered", func() bool {
+				_, run = in.call("GET", path, token, nil)
+				return run["status"] != "running"
+			})
+			if run["status"] != "errored" || run["error"].(map[string]any)["code"] != "worker_lost" {
+				t.Fatalf("after recovery: %v", run)
+			}
+			waitFor(t, 30*time.Second, "the container to be removed", func() bool { return containersOf(t, cli, id) == 0 })
+			// The recovered service runs new work.
+			_, next := in.call("POST", "/v2/handles/acme/code-runs", token, map[string]any{"runtimeKey": "sh", "code": "echo ok"})
+			waitFor(t, 30*time.Second, "a new run to succeed", func() bool {
+				_, r := in.call("GET", "/v2/handles/acme/code-runs/"+next["runId"].(string), token, nil)
+				return r["status"] == "succeeded"
+			})
+		})
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Each command refuses bad input with a clear message and a non-zero exit.
+func TestCommandsRefuseBadInput(t *testing.T) {
+	in := newInstance(t, testenv.SQLiteURL(t))
+	in.cli("handle", "create", "acme", "--owner", "alice")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command given"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"handle", "create", "acme", "--owner", "bob"}, "already exists"},
+		{[]string{"handle", "create", "Bad Name", "--owner", "bob"}, "handle must match"},
+		{[]string{"handle", "create", "x"}, "handle create HANDLE --owner USER"},
+		{[]string{"handle", "add-member", "acme", "bob", "--role", "emperor"}, `unknown role "emperor"`},
+		{[]string{"handle", "add-member", "nope", "bob", "--role", "viewer"}, `handle "nope" not found`},
+		{[]string{"token", "create", "--user", "alice", "--handle", "acme", "--scopes", "runs:fly"}, `unknown scope "runs:fly"`},
+		{[]string{"token", "create", "--user", "mallory", "--handle", "acme", "--scopes", "all"}, "not a member"},
+		{[]string{"token", "revoke", "crp_nothing"}, "no access token"},
+		{[]string{"token", "jwt"}, "token jwt --sub USER"},
+		{[]string{"serve", "--worker-slots", "many"}, "invalid value"},
+	} {
+		stdout, stderr, err := in.run(c.args...)
+		if err == nil {
+			t.Errorf("coderun %v succeeded: %s", c.args, stdout)
+			continue
+		}
+		if !strings.Contains(stderr, c.want) {
+			t.Errorf("coderun %v said %q; want it to say %q", c.args, stderr, c.want)
+		}
+	}
+	// A good token works, then a revoked one does not.
+	token := in.cli("token", "create", "--user", "alice", "--handle", "acme", "--scopes", "runtimes:read")
+	in.serve()
+	if status, _ := in.call("GET", "/v2/handles/acme/code-runtimes", token, nil); status != 200 {
+		t.Fatalf("fresh token: %d", status)
+	}
+	in.cli("token", "revoke", token[:12])
+	if status, p := in.call("GET", "/v2/handles/acme/code-runtimes", token, nil); status != 401 {
+		t.Fatalf("revoked token: %d %v", status, p)
+	}
+	jwt := in.cli("token", "jwt", "--sub", "alice")
+	if status, _ := in.call("GET", "/v2/handles/acme/code-runtimes", jwt, nil); status != 200 {
+		t.Fatalf("JWT from token jwt: %d", status)
+	}
+	if out := in.cli("version"); !strings.HasPrefix(out, "coderun ") {
+		t.Fatalf("version: %q", out)
+	}
+}
