@@ -16,7 +16,7 @@ base=http://$CODERUN_ADDR
 
 scripts/docker.sh start "$state"
 log "building coderun"
-go build -trimpath -o bin/coderun ./cmd/coderun
+go build -o bin/coderun ./cmd/coderun
 image=coderun-demo/busybox:1
 digest=$(scripts/demo-image.sh "$image")
 
@@ -59,6 +59,12 @@ cat <<MSG
   The demo runtime "busybox" is validated:
 
     curl -s $base/v2/handles/demo/code-runtimes/busybox -H "Authorization: Bearer \$TOKEN"
+
+  Run code in it, then read what it printed:
+
+    curl -s $base/v2/handles/demo/code-runs -H "Authorization: Bearer \$TOKEN" \\
+      --data '{"runtimeKey":"busybox","code":"echo hello from \$(id -un)"}'
+    curl -s $base/v2/handles/demo/code-runs/RUN_ID/output -H "Authorization: Bearer \$TOKEN"
 
   GraphQL:
 
