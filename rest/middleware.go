@@ -175,15 +175,26 @@ type Authenticator interface {
 // withAuthentication verifies the caller of every route but the public ones and
 // puts the principal in the request context. A websocket upgrade may come
 // without a header: its token arrives in the connection_init message instead.
-func withAuthentication(auth Authenticator, public func(*http.Request) bool, next http.Handler) http.Handler {
+// Failed authentications are throttled per client address: once a client has
+// failed too often, its tokens are not even looked at until it may try again.
+func withAuthentication(auth Authenticator, th *throttle, public func(*http.Request) bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		header := r.Header.Get("Authorization")
 		if public(r) || (header == "" && isWebsocketUpgrade(r)) {
 			next.ServeHTTP(w, r)
 			return
 		}
+		addr := "addr:" + clientAddr(r)
+		if v := th.check(authFailureClass, addr, th.rates.AuthFailure); v.remaining == 0 {
+			v.header(w.Header())
+			writeError(w, r, v.err())
+			return
+		}
 		p, err := auth.Authenticate(r.Context(), header)
 		if err != nil {
+			if coderun.ErrorCode(err) == coderun.EUnauthenticated {
+				th.take(authFailureClass, addr, th.rates.AuthFailure)
+			}
 			writeError(w, r, err)
 			return
 		}
@@ -191,6 +202,9 @@ func withAuthentication(auth Authenticator, public func(*http.Request) bool, nex
 		next.ServeHTTP(w, r.WithContext(coderun.NewContextWithPrincipal(r.Context(), p)))
 	})
 }
+
+// authFailureClass names the bucket of failed authentications.
+const authFailureClass = "auth-failure"
 
 func isWebsocketUpgrade(r *http.Request) bool {
 	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")

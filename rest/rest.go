@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,6 +26,9 @@ type Options struct {
 	Authenticator Authenticator
 	// GraphQL serves POST and websocket GET /graphql.
 	GraphQL http.Handler
+	// Viewer serves GET /viewer, the live viewer page (public: the page itself
+	// asks for a token).
+	Viewer http.Handler
 	// Checks must all pass for /readyz to answer 200.
 	Checks []Check
 	// MaxBodyBytes bounds request bodies (default 1 MiB).
@@ -32,6 +36,10 @@ type Options struct {
 	Logger       *slog.Logger
 	// Metrics registers the server's series and serves /metrics (default: a new registry).
 	Metrics *prometheus.Registry
+	// Throttles are the per-caller rate limits (default DefaultThrottles).
+	Throttles *Throttles
+	// Now is the clock of the throttles (default time.Now).
+	Now func() time.Time
 }
 
 // Check is one dependency /readyz looks at.
@@ -66,6 +74,12 @@ func New(opts Options) http.Handler {
 	if opts.Metrics == nil {
 		opts.Metrics = prometheus.NewRegistry()
 	}
+	if opts.Throttles == nil {
+		opts.Throttles = &DefaultThrottles
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	s := &server{svc: opts.Service, log: opts.Logger}
 	routes := s.routes()
 	routes = append(routes,
@@ -75,6 +89,9 @@ func New(opts Options) http.Handler {
 	)
 	if opts.GraphQL != nil {
 		routes = append(routes, route{pattern: "/graphql", handler: opts.GraphQL.ServeHTTP})
+	}
+	if opts.Viewer != nil {
+		routes = append(routes, route{pattern: "GET /viewer", handler: opts.Viewer.ServeHTTP, public: true})
 	}
 
 	mux := http.NewServeMux()
@@ -88,8 +105,10 @@ func New(opts Options) http.Handler {
 		return pattern == "" || publicPatterns[pattern]
 	}
 
+	th := newThrottle(*opts.Throttles, opts.Now)
 	var h http.Handler = routed(mux)
-	h = withAuthentication(opts.Authenticator, isPublic, h)
+	h = withThrottle(th, h)
+	h = withAuthentication(opts.Authenticator, th, isPublic, h)
 	h = withBodyLimit(opts.MaxBodyBytes, h)
 	h = withRecover(opts.Logger, h)
 	h = withAccessLog(opts.Logger, newMetrics(opts.Metrics), h)

@@ -27,6 +27,7 @@ import (
 	"github.com/gharart/coderun/rest"
 	"github.com/gharart/coderun/service"
 	"github.com/gharart/coderun/store"
+	"github.com/gharart/coderun/web"
 )
 
 // stack is the whole service over a real database, served on loopback.
@@ -45,6 +46,12 @@ const (
 )
 
 var quietLog = slog.New(slog.DiscardHandler)
+
+// unthrottled keeps the rate limits out of the way of tests about other things.
+var unthrottled = rest.Throttles{
+	Read: rest.Rate{PerSecond: 1e6, Burst: 1e6}, Write: rest.Rate{PerSecond: 1e6, Burst: 1e6},
+	GraphQL: rest.Rate{PerSecond: 1e6, Burst: 1e6}, AuthFailure: rest.Rate{PerSecond: 1e6, Burst: 1e6},
+}
 
 // forEachDatabase runs fn against SQLite and PostgreSQL.
 func forEachDatabase(t *testing.T, fn func(t *testing.T, dbURL string)) {
@@ -84,7 +91,9 @@ func newStack(t *testing.T, dbURL string, images service.ImageChecker) *stack {
 		Authenticator: authn,
 		GraphQL:       resolvers.NewHandler(svc, resolvers.Options{Authenticate: authn.Authenticate, Introspection: true}),
 		Checks:        []rest.Check{{Name: "database", Ping: db.Ping}},
+		Viewer:        web.Handler(),
 		MaxBodyBytes:  64 << 10,
+		Throttles:     &unthrottled,
 		Logger:        quietLog,
 	})
 	srv := httptest.NewServer(h)

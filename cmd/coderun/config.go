@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gharart/coderun/auth"
+	"github.com/gharart/coderun/rest"
 	"github.com/gharart/coderun/worker"
 )
 
@@ -34,6 +35,7 @@ type config struct {
 	MaxBodyBytes  int64
 	AllowNetwork  bool
 	Introspection bool
+	Throttles     rest.Throttles
 	LogFormat     string
 	LogLevel      string
 }
@@ -53,6 +55,25 @@ func (c *config) bindFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", int64(envInt("CODERUN_MAX_BODY_BYTES", 1<<20)), "largest request body accepted (CODERUN_MAX_BODY_BYTES)")
 	fs.BoolVar(&c.AllowNetwork, "allow-network", envBool("CODERUN_ALLOW_NETWORK", false), "let runtimes ask for a network (CODERUN_ALLOW_NETWORK)")
 	fs.BoolVar(&c.Introspection, "graphql-introspection", envBool("CODERUN_GRAPHQL_INTROSPECTION", true), "serve GraphQL introspection (CODERUN_GRAPHQL_INTROSPECTION)")
+	c.Throttles = rest.DefaultThrottles
+	for _, t := range []struct {
+		name string
+		rate *rest.Rate
+		what string
+	}{
+		{"read", &c.Throttles.Read, "GET requests"},
+		{"write", &c.Throttles.Write, "PUT and POST requests"},
+		{"graphql", &c.Throttles.GraphQL, "GraphQL requests"},
+		{"auth-failure", &c.Throttles.AuthFailure, "failed authentications per client address"},
+	} {
+		env := "CODERUN_RATE_" + strings.ToUpper(strings.ReplaceAll(t.name, "-", "_"))
+		if v := os.Getenv(env); v != "" {
+			if err := (*rateFlag)(t.rate).Set(v); err != nil {
+				envErrors = append(envErrors, fmt.Errorf("%s=%q: %v", env, v, err))
+			}
+		}
+		fs.Var((*rateFlag)(t.rate), "rate-"+t.name, fmt.Sprintf("per-caller limit on %s, PER_SECOND:BURST (%s)", t.what, env))
+	}
 	fs.StringVar(&c.LogFormat, "log-format", env("CODERUN_LOG_FORMAT", "text"), "text or json (CODERUN_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CODERUN_LOG_LEVEL", "info"), "debug, info, warn or error (CODERUN_LOG_LEVEL)")
 }
@@ -185,4 +206,22 @@ func envBool(name string, def bool) bool {
 
 func (c *config) workerOptions(log *slog.Logger) worker.Options {
 	return worker.Options{Slots: c.WorkerSlots, Lease: c.WorkerLease, Logger: log}
+}
+
+// rateFlag reads a rest.Rate written PER_SECOND:BURST, e.g. 20:100.
+type rateFlag rest.Rate
+
+func (r *rateFlag) String() string {
+	return fmt.Sprintf("%g:%d", r.PerSecond, r.Burst)
+}
+
+func (r *rateFlag) Set(v string) error {
+	per, burst, ok := strings.Cut(v, ":")
+	p, err1 := strconv.ParseFloat(per, 64)
+	b, err2 := strconv.Atoi(burst)
+	if !ok || err1 != nil || err2 != nil || p <= 0 || b < 1 {
+		return fmt.Errorf("want PER_SECOND:BURST with both positive, e.g. 20:100")
+	}
+	*r = rateFlag{PerSecond: p, Burst: b}
+	return nil
 }

@@ -1,0 +1,187 @@
+package rest
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/gharart/coderun"
+)
+
+// Rate is a token bucket: Burst requests at once, refilled at PerSecond.
+type Rate struct {
+	PerSecond float64
+	Burst     int
+}
+
+// Throttles are the per-caller token buckets of each class of route.
+type Throttles struct {
+	// Read is for GET routes; Write for PUT and POST; GraphQL for /graphql.
+	Read, Write, GraphQL Rate
+	// AuthFailure bounds failed authentications per client address, so that
+	// guessing tokens is slow.
+	AuthFailure Rate
+}
+
+// DefaultThrottles are generous for reads and tighter for writes.
+var DefaultThrottles = Throttles{
+	Read:        Rate{PerSecond: 20, Burst: 100},
+	Write:       Rate{PerSecond: 5, Burst: 30},
+	GraphQL:     Rate{PerSecond: 20, Burst: 100},
+	AuthFailure: Rate{PerSecond: 0.5, Burst: 20},
+}
+
+// throttle holds the buckets of every caller, per class.
+type throttle struct {
+	rates Throttles
+	now   func() time.Time
+
+	mu      sync.Mutex
+	buckets map[bucketKey]*bucket
+	swept   time.Time
+}
+
+type bucketKey struct{ class, caller string }
+
+type bucket struct {
+	lim  *rate.Limiter
+	used time.Time
+}
+
+func newThrottle(rates Throttles, now func() time.Time) *throttle {
+	return &throttle{rates: rates, now: now, buckets: map[bucketKey]*bucket{}}
+}
+
+// verdict is the state of a caller's bucket after a request.
+type verdict struct {
+	class      string
+	rate       Rate
+	allowed    bool
+	remaining  int
+	retryAfter time.Duration // until the next request is allowed
+	full       time.Duration // until the bucket is full again
+}
+
+// take charges one request of class to caller.
+func (th *throttle) take(class, caller string, r Rate) verdict {
+	return th.charge(class, caller, r, 1)
+}
+
+// check is take without the charge: the state of caller's bucket.
+func (th *throttle) check(class, caller string, r Rate) verdict {
+	return th.charge(class, caller, r, 0)
+}
+
+func (th *throttle) charge(class, caller string, r Rate, n int) verdict {
+	now := th.now()
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	th.sweep(now)
+	k := bucketKey{class, caller}
+	b := th.buckets[k]
+	if b == nil {
+		b = &bucket{lim: rate.NewLimiter(rate.Limit(r.PerSecond), r.Burst)}
+		th.buckets[k] = b
+	}
+	b.used = now
+	v := verdict{class: class, rate: r, allowed: b.lim.AllowN(now, n) && b.lim.TokensAt(now) >= float64(1-n)}
+	tokens := b.lim.TokensAt(now)
+	v.remaining = max(0, int(math.Floor(tokens)))
+	if tokens < 1 {
+		v.retryAfter = seconds((1 - tokens) / r.PerSecond)
+	}
+	v.full = seconds((float64(r.Burst) - tokens) / r.PerSecond)
+	return v
+}
+
+// sweep forgets buckets idle long enough to be full again, now and then, so
+// that the map does not grow with every caller ever seen.
+func (th *throttle) sweep(now time.Time) {
+	if now.Sub(th.swept) < time.Minute {
+		return
+	}
+	th.swept = now
+	for k, b := range th.buckets {
+		if now.Sub(b.used) > 10*time.Minute && b.lim.TokensAt(now) >= float64(b.lim.Burst()) {
+			delete(th.buckets, k)
+		}
+	}
+}
+
+func seconds(s float64) time.Duration { return time.Duration(math.Ceil(s*1e9)) * time.Nanosecond }
+
+// ceilSeconds is d in whole seconds, rounded up.
+func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
+
+// header writes the rate-limit headers of v: the IETF httpapi draft's
+// RateLimit-Policy and RateLimit, and the X-RateLimit trio. t is when the
+// next request is allowed while none is, else when the quota is whole again.
+func (v verdict) header(h http.Header) {
+	window := ceilSeconds(seconds(float64(v.rate.Burst) / v.rate.PerSecond))
+	reset := ceilSeconds(v.full)
+	if v.remaining == 0 {
+		reset = ceilSeconds(v.retryAfter)
+	}
+	h.Set("RateLimit-Policy", fmt.Sprintf("%q;q=%d;w=%d", v.class, v.rate.Burst, window))
+	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", v.class, v.remaining, reset))
+	h.Set("X-RateLimit-Limit", strconv.Itoa(v.rate.Burst))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(v.remaining))
+	h.Set("X-RateLimit-Reset", strconv.Itoa(reset))
+}
+
+func (v verdict) err() error {
+	e := coderun.Errorf(coderun.ERateLimited, "too many %s requests; retry in %d s", v.class, ceilSeconds(v.retryAfter))
+	e.RetryAfter = time.Duration(ceilSeconds(v.retryAfter)) * time.Second
+	return e
+}
+
+// classOf names the bucket a request is charged to.
+func (th *throttle) classOf(r *http.Request) (string, Rate) {
+	switch {
+	case r.URL.Path == "/graphql":
+		return "graphql", th.rates.GraphQL
+	case r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions:
+		return "read", th.rates.Read
+	}
+	return "write", th.rates.Write
+}
+
+// callerOf is who a request is charged to: its user once authenticated, else
+// its client address.
+func callerOf(ctx context.Context, r *http.Request) string {
+	if p := coderun.PrincipalFromContext(ctx); p != nil {
+		return "user:" + p.UserID
+	}
+	return "addr:" + clientAddr(r)
+}
+
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// withThrottle charges every request to its caller's bucket for its class,
+// answers 429 when the bucket is empty, and puts the bucket's state in the
+// headers of every response.
+func withThrottle(th *throttle, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		class, rt := th.classOf(r)
+		v := th.take(class, callerOf(r.Context(), r), rt)
+		v.header(w.Header())
+		if !v.allowed {
+			writeError(w, r, v.err())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,136 @@
+package rest_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gharart/coderun/auth"
+	"github.com/gharart/coderun/rest"
+	"github.com/gharart/coderun/service"
+	"github.com/gharart/coderun/store"
+)
+
+// clock is a settable time for the throttles.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// throttledStack is a stack with small buckets on a clock the test moves.
+func throttledStack(t *testing.T, rates rest.Throttles) (*stack, *clock) {
+	s := newStack(t, "sqlite://"+t.TempDir()+"/db", nil)
+	db, err := store.Open(context.Background(), "sqlite://"+t.TempDir()+"/db2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	svc := service.New(db, service.Options{Logger: quietLog})
+	c := &clock{t: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	authn := auth.NewAuthenticator(auth.JWTConfig{HS256Secret: s.secret, Issuer: issuer, Audience: audience}, svc, nil)
+	srv := httptest.NewServer(rest.New(rest.Options{Service: svc, Authenticator: authn, Logger: quietLog, Throttles: &rates, Now: c.now}))
+	t.Cleanup(srv.Close)
+	s.url, s.svc, s.db = srv.URL, svc, db
+	return s, c
+}
+
+var rateLimitHeader = regexp.MustCompile(`^"(\w[\w-]*)";r=(\d+);t=(\d+)$`)
+
+// rateLimit parses the RateLimit header: remaining and seconds to reset.
+func rateLimit(t *testing.T, r response) (class string, remaining, reset int) {
+	t.Helper()
+	m := rateLimitHeader.FindStringSubmatch(r.header.Get("RateLimit"))
+	if m == nil || r.header.Get("RateLimit-Policy") == "" || r.header.Get("X-RateLimit-Limit") == "" {
+		t.Fatalf("rate-limit headers missing or malformed: %v", r.header)
+	}
+	remaining, _ = strconv.Atoi(m[2])
+	reset, _ = strconv.Atoi(m[3])
+	if r.header.Get("X-RateLimit-Remaining") != m[2] || r.header.Get("X-RateLimit-Reset") != m[3] {
+		t.Fatalf("X-RateLimit-* disagree with RateLimit: %v", r.header)
+	}
+	return m[1], remaining, reset
+}
+
+func TestThrottles(t *testing.T) {
+	s, c := throttledStack(t, rest.Throttles{
+		Read: rest.Rate{PerSecond: 1, Burst: 3}, Write: rest.Rate{PerSecond: 0.5, Burst: 2},
+		GraphQL: rest.Rate{PerSecond: 1, Burst: 3}, AuthFailure: rest.Rate{PerSecond: 0.1, Burst: 2},
+	})
+	s.handle("acme", "alice")
+	tok := s.userJWT("alice")
+	const path = "/v2/handles/acme/code-runtimes"
+
+	t.Run("a burst past the bucket is refused with Retry-After matching RateLimit", func(t *testing.T) {
+		for want := 2; want >= 0; want-- {
+			r := s.do("GET", path, tok, nil)
+			if r.status != 200 {
+				t.Fatalf("request within the burst: %d %s", r.status, r.body)
+			}
+			if class, remaining, _ := rateLimit(t, r); class != "read" || remaining != want {
+				t.Fatalf("class %s remaining %d, want read %d", class, remaining, want)
+			}
+		}
+		r := s.do("GET", path, tok, nil)
+		p := expectProblem(t, r, 429, "rate_limited")
+		_, remaining, reset := rateLimit(t, r)
+		if remaining != 0 || reset < 1 || r.header.Get("Retry-After") != strconv.Itoa(reset) || p["retryAfter"] != float64(reset) {
+			t.Fatalf("429 with RateLimit r=%d t=%d, Retry-After %q, retryAfter %v", remaining, reset, r.header.Get("Retry-After"), p["retryAfter"])
+		}
+		// Writes have a bucket of their own.
+		if r := s.do("PUT", path+"/x", tok, runtimeBody("x", aDigest)); r.status != 201 {
+			t.Fatalf("a write while reads are throttled: %d %s", r.status, r.body)
+		}
+		c.add(time.Duration(reset) * time.Second)
+		if r := s.do("GET", path, tok, nil); r.status != 200 {
+			t.Fatalf("after Retry-After: %d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("unrouted and public answers carry the headers too", func(t *testing.T) {
+		for _, p := range []string{"/healthz", "/v2/nowhere"} {
+			rateLimit(t, s.do("GET", p, "", nil))
+		}
+	})
+
+	t.Run("failed authentications are throttled per address, valid tokens included", func(t *testing.T) {
+		c.add(time.Hour)
+		for range 2 {
+			expectProblem(t, s.do("GET", path, "bad-token", nil), 401, "unauthenticated")
+		}
+		expectProblem(t, s.do("GET", path, "bad-token", nil), 429, "rate_limited")
+		// Not even a good token is looked at until the address may try again.
+		expectProblem(t, s.do("GET", path, tok, nil), 429, "rate_limited")
+		c.add(10 * time.Second)
+		if r := s.do("GET", path, tok, nil); r.status != 200 {
+			t.Fatalf("after the wait: %d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("callers have buckets of their own", func(t *testing.T) {
+		c.add(time.Hour)
+		s.member("acme", "bob", 1)
+		bob := s.userJWT("bob")
+		for range 3 {
+			s.do("GET", path, tok, nil)
+		}
+		expectProblem(t, s.do("GET", path, tok, nil), 429, "rate_limited")
+		if r := s.do("GET", path, bob, nil); r.status != 200 {
+			t.Fatalf("another caller: %d %s", r.status, fmt.Sprint(string(r.body)))
+		}
+	})
+}
