@@ -165,3 +165,18 @@ func EncodeText(b []byte, encoding string) string {
 	}
 	return string(b)
 }
+
+// RunStatusEvent is a run's status as a subscriber sees it: the current one
+// first, then one per transition.
+type RunStatusEvent struct {
+	RunID    string       `json:"runId"`
+	Status   RunStatus    `json:"status"`
+	At       time.Time    `json:"at"`
+	Reason   string       `json:"reason"`
+	ExitCode *int         `json:"exitCode"`
+	Error    *ErrorDetail `json:"error"`
+}
+
+// ESubscriberTooSlow closes a subscription whose reader fell too far behind;
+// the subscriber resumes from the last seq it received.
+const ESubscriberTooSlow = "subscriber_too_slow"

@@ -101,6 +101,7 @@ func (s *Service) SubmitRun(ctx context.Context, handle string, in coderun.RunIn
 	if err != nil {
 		return run, err
 	}
+	s.published(run.ID)
 	if s.opts.Runs != nil {
 		s.opts.Runs.RunQueued()
 	}
@@ -355,8 +356,12 @@ func (s *Service) CancelRun(ctx context.Context, handle, runID string) (coderun.
 		run, err = tx.GetRun(ctx, handle, runID)
 		return err
 	})
-	if err != nil || run.Status.Terminal() {
+	if err != nil {
 		return run, err
+	}
+	if run.Status.Terminal() {
+		s.published(runID)
+		return run, nil
 	}
 	if s.opts.Runs != nil {
 		s.opts.Runs.CancelRequested(runID)
@@ -383,6 +388,13 @@ func (s *Service) awaitTerminal(ctx context.Context, handle, runID string, wait 
 			return run, nil
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// published tells followers that runID committed a change.
+func (s *Service) published(runID string) {
+	if s.opts.Publish != nil {
+		s.opts.Publish.RunChanged(runID)
 	}
 }
 

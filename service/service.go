@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gharart/coderun"
+	"github.com/gharart/coderun/events"
 	"github.com/gharart/coderun/store"
 )
 
@@ -30,9 +31,16 @@ type Options struct {
 	// AllowNetwork lets runtimes ask for a network (off by default).
 	AllowNetwork bool
 	// Runs, when set, hears of queued runs and cancel requests at once.
-	Runs   RunNotifier
-	Logger *slog.Logger
-	Now    func() time.Time
+	Runs RunNotifier
+	// Events streams runs to their followers (FollowRunStatus,
+	// FollowRunOutput); without it following a run is unavailable.
+	Events *events.Hub
+	// Publish hears of every run change the service commits (a submission, a
+	// cancel of a queued run); by default Events. With PostgreSQL it is an
+	// events.Notifier, so that other processes hear too.
+	Publish events.RunPublisher
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Service is the one core the REST and GraphQL transports share.
@@ -51,6 +59,9 @@ func New(db *store.DB, opts Options) *Service {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Publish == nil && opts.Events != nil {
+		opts.Publish = opts.Events
 	}
 	if opts.MaxLimits == (coderun.Limits{}) {
 		opts.MaxLimits = coderun.MaxLimits

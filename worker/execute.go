@@ -40,6 +40,7 @@ func (w *Worker) execute(ctx context.Context, stop context.CancelCauseFunc, job 
 		log.Error("recording the run's end failed", "status", result.Status, "err", err)
 		return
 	}
+	w.opts.Events.RunChanged(job.RunID)
 	log.Info("run finished", "status", result.Status, "reason", result.Reason)
 }
 

@@ -54,7 +54,9 @@ func (o *output) Started(at time.Time) {
 	})
 	if err != nil {
 		o.fail(err)
+		return
 	}
+	o.w.opts.Events.RunChanged(o.runID)
 }
 
 // Output takes a piece of output; it is stored within flushAfter.
@@ -108,6 +110,7 @@ func (o *output) flushLocked(whole bool) {
 		o.failLocked(err)
 		return
 	}
+	o.w.opts.Events.RunChanged(o.runID)
 	rest := copy(o.buf, o.buf[cut:])
 	o.buf = o.buf[:rest]
 	if rest > 0 {

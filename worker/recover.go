@@ -16,9 +16,10 @@ const maxClaims = 2
 // errored/worker_lost; then sandboxes that no live run owns are removed.
 func (w *Worker) recoverLost(ctx context.Context) {
 	now := w.now()
+	var lapsed []store.LapsedRun
 	err := w.db.InTx(ctx, func(tx *store.Tx) error {
-		lapsed, err := tx.LapsedRuns(ctx, now)
-		if err != nil {
+		var err error
+		if lapsed, err = tx.LapsedRuns(ctx, now); err != nil {
 			return err
 		}
 		for _, r := range lapsed {
@@ -41,6 +42,9 @@ func (w *Worker) recoverLost(ctx context.Context) {
 	if err != nil {
 		w.log.Error("recovering lapsed runs failed", "err", err)
 		return
+	}
+	for _, r := range lapsed {
+		w.opts.Events.RunChanged(r.ID)
 	}
 	w.removeOrphans(ctx)
 }

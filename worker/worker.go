@@ -36,9 +36,18 @@ type Options struct {
 	// (default: Lease).
 	Recover time.Duration
 	// User is the uid:gid runs execute as (default the executor's).
-	User   string
+	User string
+	// Events hears of every change the worker commits to a run (claimed,
+	// started, each stored chunk, finished, requeued), right after the
+	// commit. It must not block.
+	Events RunPublisher
 	Logger *slog.Logger
 	Now    func() time.Time
+}
+
+// RunPublisher hears that a run committed a change.
+type RunPublisher interface {
+	RunChanged(runID string)
 }
 
 // Worker executes runs.
@@ -81,6 +90,9 @@ func New(db *store.DB, exec executor.Executor, opts Options) *Worker {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Events == nil {
+		opts.Events = unwatched{}
+	}
 	return &Worker{
 		db: db, exec: exec, opts: opts,
 		log:     opts.Logger.With("worker", opts.ID),
@@ -94,6 +106,11 @@ func defaultID() string {
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), rand.Text()[:6])
 }
+
+// unwatched is the Events of a worker whose runs nobody follows.
+type unwatched struct{}
+
+func (unwatched) RunChanged(string) {}
 
 // ID names the worker.
 func (w *Worker) ID() string { return w.opts.ID }
@@ -197,5 +214,8 @@ func (w *Worker) claim(ctx context.Context) (job coderun.RunJob, ok bool, err er
 		job, ok, err = tx.ClaimRun(ctx, w.opts.ID, now, now.Add(w.opts.Lease))
 		return err
 	})
+	if err == nil && ok {
+		w.opts.Events.RunChanged(job.RunID)
+	}
 	return job, ok, err
 }

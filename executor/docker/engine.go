@@ -8,7 +8,9 @@ package docker
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,11 +65,13 @@ func WithTmpfsSize(bytes int64) Option {
 	return func(e *Engine) { e.tmpfsBytes = bytes }
 }
 
-// WithInstance sets apart the sandboxes of one coderun deployment (one
+// WithInstance sets apart the sandboxes of one coderun installation (one
 // database) from those of others sharing the engine: they are labelled
-// coderun.instance=name, and Sandboxes lists only those. Without it Sandboxes
-// lists every coderun sandbox on the engine, and one deployment's orphan
-// sweep would remove another's live runs.
+// coderun.instance=name, and Sandboxes lists only those, so one
+// installation's orphan sweep never removes another's live runs. Processes
+// of one installation share the name, so each finds what the others left.
+// Without it an Engine gets a name of its own and sees only the sandboxes it
+// made itself.
 func WithInstance(name string) Option {
 	return func(e *Engine) { e.instance = name }
 }
@@ -82,6 +86,7 @@ func New(opts ...Option) (*Engine, error) {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
 	e := &Engine{
+		instance:        "engine-" + strings.ToLower(rand.Text()),
 		cli:             cli,
 		registryTimeout: DefaultRegistryTimeout,
 		pullTimeout:     DefaultPullTimeout,

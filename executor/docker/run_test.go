@@ -546,7 +546,7 @@ func TestCleanupWhileAnotherCleanupRuns(t *testing.T) {
 }
 
 func TestSandboxesOfOneInstance(t *testing.T) {
-	blue, green, unscoped := newEngine(t, docker.WithInstance("blue")), newEngine(t, docker.WithInstance("green")), newEngine(t)
+	blue, green, unnamed := newEngine(t, docker.WithInstance("blue")), newEngine(t, docker.WithInstance("green")), newEngine(t)
 	runID := newRunID()
 	_, err := blue.Prepare(context.Background(), executor.Spec{
 		RunID: runID, Image: busybox(t),
@@ -570,7 +570,7 @@ func TestSandboxesOfOneInstance(t *testing.T) {
 		name   string
 		e      *docker.Engine
 		listed bool
-	}{{"blue", blue, true}, {"green", green, false}, {"unscoped", unscoped, true}} {
+	}{{"blue", blue, true}, {"green", green, false}, {"unnamed", unnamed, false}} {
 		ids, err := c.e.Sandboxes(context.Background())
 		if err != nil {
 			t.Fatal(err)

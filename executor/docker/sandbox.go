@@ -80,11 +80,7 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 	// Ours last: a spec cannot pass its sandbox off as another run's.
 	labels[LabelRunID] = spec.RunID
 	labels[LabelManaged] = "true"
-	if e.instance != "" {
-		labels[LabelInstance] = e.instance
-	} else {
-		delete(labels, LabelInstance)
-	}
+	labels[LabelInstance] = e.instance
 
 	config := &container.Config{
 		Image:      image,
@@ -332,13 +328,10 @@ func (e *Engine) Cleanup(ctx context.Context, runID string) error {
 	return nil
 }
 
-// Sandboxes lists the run ids of every coderun container on the engine (of
-// this instance, see WithInstance), in any state.
+// Sandboxes lists the run ids of this instance's sandboxes on the engine (see
+// WithInstance), in any state.
 func (e *Engine) Sandboxes(ctx context.Context) ([]string, error) {
-	filters := make(client.Filters).Add("label", LabelManaged+"=true")
-	if e.instance != "" {
-		filters.Add("label", LabelInstance+"="+e.instance)
-	}
+	filters := make(client.Filters).Add("label", LabelManaged+"=true").Add("label", LabelInstance+"="+e.instance)
 	list, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: filters})
 	if err != nil {
 		return nil, engineError(ctx, "list sandboxes", err)
