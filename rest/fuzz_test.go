@@ -109,4 +109,3 @@ func pathSegment(s string) string {
 	}
 	return b.String()
 }
-
