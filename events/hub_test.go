@@ -153,7 +153,7 @@ func TestOutputReplayThenLiveHasNoGapsOrDuplicates(t *testing.T) {
 		results := make(chan result, 100)
 		var wg sync.WaitGroup
 		subscribe := func(after int64) {
-			sub, err := hub.FollowOutput(context.Background(), run.id, after)
+			sub, err := hub.FollowOutput(bounded(t), run.id, after)
 			if err != nil {
 				t.Error(err)
 				return
@@ -200,7 +200,7 @@ func TestStatusStreamsEveryTransitionThenEnds(t *testing.T) {
 		db := openDB(t, dbURL)
 		hub := events.NewHub(db, events.Options{})
 		run := newRun(t, db, hub)
-		sub, err := hub.FollowStatus(context.Background(), run.id)
+		sub, err := hub.FollowStatus(bounded(t), run.id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +232,7 @@ func TestStatusStreamsEveryTransitionThenEnds(t *testing.T) {
 		}
 
 		// A subscriber of a finished run gets its status, and the end.
-		late, err := hub.FollowStatus(context.Background(), run.id)
+		late, err := hub.FollowStatus(bounded(t), run.id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +244,7 @@ func TestStatusStreamsEveryTransitionThenEnds(t *testing.T) {
 
 func TestUnknownRunIsNotFound(t *testing.T) {
 	hub := events.NewHub(openDB(t, testenv.SQLiteURL(t)), events.Options{})
-	if _, err := hub.FollowOutput(context.Background(), "run_nope", 0); coderun.ErrorCode(err) != coderun.ERunNotFound {
+	if _, err := hub.FollowOutput(bounded(t), "run_nope", 0); coderun.ErrorCode(err) != coderun.ERunNotFound {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -261,7 +261,7 @@ func TestManySubscribersGetTheSameStreamAndLeaveNothingBehind(t *testing.T) {
 	var wg sync.WaitGroup
 	got := make([][]coderun.OutputChunk, subscribers)
 	for i := range subscribers {
-		sub, err := hub.FollowOutput(context.Background(), run.id, 0)
+		sub, err := hub.FollowOutput(bounded(t), run.id, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,7 +276,7 @@ func TestManySubscribersGetTheSameStreamAndLeaveNothingBehind(t *testing.T) {
 	}
 	// Some leave early: their goroutines must go too.
 	for range 50 {
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(bounded(t))
 		if _, err := hub.FollowStatus(ctx, run.id); err != nil {
 			t.Fatal(err)
 		}
@@ -324,7 +324,7 @@ func TestOneStoreReadPerChangeWhateverTheSubscribers(t *testing.T) {
 		var cancels []context.CancelFunc
 		subs := make([]*events.Subscription[coderun.OutputChunk], subscribers)
 		for i := range subs {
-			ctx, cancel := context.WithCancel(context.Background())
+			ctx, cancel := context.WithCancel(bounded(t))
 			cancels = append(cancels, cancel)
 			var err error
 			if subs[i], err = hub.FollowOutput(ctx, run.id, 0); err != nil {
@@ -395,11 +395,11 @@ func TestSlowSubscriberIsClosedWithoutHoldingAnythingBack(t *testing.T) {
 	run.start()
 	run.print(line(1))
 
-	slow, err := hub.FollowOutput(context.Background(), run.id, 0) // never read until the end
+	slow, err := hub.FollowOutput(bounded(t), run.id, 0) // never read until the end
 	if err != nil {
 		t.Fatal(err)
 	}
-	normal, err := hub.FollowOutput(context.Background(), run.id, 0)
+	normal, err := hub.FollowOutput(bounded(t), run.id, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestSlowSubscriberIsClosedWithoutHoldingAnythingBack(t *testing.T) {
 		t.Fatalf("a publish took %v", timer.worst)
 	}
 	// It resumes where it was told to, and gets the rest.
-	resumed, err := hub.FollowOutput(context.Background(), run.id, int64(len(chunks)))
+	resumed, err := hub.FollowOutput(bounded(t), run.id, int64(len(chunks)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,4 +439,12 @@ func TestSlowSubscriberIsClosedWithoutHoldingAnythingBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkChunks(t, append(chunks, rest...), 0, total)
+}
+
+// bounded is a context that ends a minute into the test, so that a stream
+// that never ends fails its test instead of hanging the package.
+func bounded(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
 }

@@ -17,7 +17,7 @@ import (
 func TestChangesCrossProcessesThroughPostgres(t *testing.T) {
 	dbURL := testenv.PostgresURL(t)
 	workerDB, followerDB := openDB(t, dbURL), openDB(t, dbURL)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(bounded(t))
 	defer cancel()
 
 	notifier := events.NewNotifier(workerDB, nil, slog.Default())

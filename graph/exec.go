@@ -34,6 +34,7 @@ type ResolverRoot interface {
 	Handle() HandleResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
+	Subscription() SubscriptionResolver
 	CodeRunInput() CodeRunInputResolver
 }
 
@@ -85,6 +86,15 @@ type ComplexityRoot struct {
 		StderrBytes func(childComplexity int) int
 		StdoutBytes func(childComplexity int) int
 		Truncated   func(childComplexity int) int
+	}
+
+	CodeRunStatusEvent struct {
+		At       func(childComplexity int) int
+		Error    func(childComplexity int) int
+		ExitCode func(childComplexity int) int
+		Reason   func(childComplexity int) int
+		RunID    func(childComplexity int) int
+		Status   func(childComplexity int) int
 	}
 
 	CodeRunTransition struct {
@@ -190,6 +200,11 @@ type ComplexityRoot struct {
 		Handle func(childComplexity int, handle string) int
 		Node   func(childComplexity int, id string) int
 	}
+
+	Subscription struct {
+		CodeRunOutput func(childComplexity int, handle string, runID string, afterSeq *int) int
+		CodeRunStatus func(childComplexity int, handle string, runID string) int
+	}
 }
 
 // endregion ***************************** api!.gotpl *****************************
@@ -231,6 +246,10 @@ type MutationResolver interface {
 type QueryResolver interface {
 	Handle(ctx context.Context, handle string) (*coderun.Handle, error)
 	Node(ctx context.Context, id string) (Node, error)
+}
+type SubscriptionResolver interface {
+	CodeRunStatus(ctx context.Context, handle string, runID string) (<-chan *coderun.RunStatusEvent, error)
+	CodeRunOutput(ctx context.Context, handle string, runID string, afterSeq *int) (<-chan *OutputChunk, error)
 }
 
 type CodeRunInputResolver interface {
@@ -452,6 +471,43 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CodeRunOutputSummary.Truncated(childComplexity), true
+
+	case "CodeRunStatusEvent.at":
+		if e.ComplexityRoot.CodeRunStatusEvent.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunStatusEvent.At(childComplexity), true
+	case "CodeRunStatusEvent.error":
+		if e.ComplexityRoot.CodeRunStatusEvent.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunStatusEvent.Error(childComplexity), true
+	case "CodeRunStatusEvent.exitCode":
+		if e.ComplexityRoot.CodeRunStatusEvent.ExitCode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunStatusEvent.ExitCode(childComplexity), true
+	case "CodeRunStatusEvent.reason":
+		if e.ComplexityRoot.CodeRunStatusEvent.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunStatusEvent.Reason(childComplexity), true
+	case "CodeRunStatusEvent.runId":
+		if e.ComplexityRoot.CodeRunStatusEvent.RunID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunStatusEvent.RunID(childComplexity), true
+	case "CodeRunStatusEvent.status":
+		if e.ComplexityRoot.CodeRunStatusEvent.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CodeRunStatusEvent.Status(childComplexity), true
 
 	case "CodeRunTransition.at":
 		if e.ComplexityRoot.CodeRunTransition.At == nil {
@@ -873,6 +929,29 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.Node(childComplexity, args["id"].(string)), true
 
+	case "Subscription.codeRunOutput":
+		if e.ComplexityRoot.Subscription.CodeRunOutput == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_codeRunOutput_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.CodeRunOutput(childComplexity, args["handle"].(string), args["runId"].(string), args["afterSeq"].(*int)), true
+	case "Subscription.codeRunStatus":
+		if e.ComplexityRoot.Subscription.CodeRunStatus == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_codeRunStatus_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.CodeRunStatus(childComplexity, args["handle"].(string), args["runId"].(string)), true
+
 	}
 	return 0, false
 }
@@ -931,6 +1010,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			ctx = graphql.WithLazyInputUnmarshalerIndex(ctx, inputUnmarshalers)
 			data := ec._Mutation(ctx, opCtx.Operation.SelectionSet)
 			var buf bytes.Buffer
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
 			data.MarshalGQL(&buf)
 
 			return &graphql.Response{
@@ -1341,6 +1437,42 @@ type Query {
   node(id: ID!): Node
 }
 `, BuiltIn: false},
+	{Name: "../schema/subscription.graphqls", Input: `# Live views of a run: its status and its output as they happen. Each
+# subscription ends with ` + "`" + `complete` + "`" + ` when the run is finished and everything has
+# been delivered. A subscriber that cannot keep up is ended with a
+# ` + "`" + `subscriber_too_slow` + "`" + ` error carrying ` + "`" + `resumeAfterSeq` + "`" + `; subscribing again with
+# that as ` + "`" + `afterSeq` + "`" + ` continues where it stopped, with nothing lost or doubled.
+
+type Subscription {
+  """
+  The run's status now, then every transition, in order; completes after a
+  terminal one. A run the caller may not read is ` + "`" + `run_not_found` + "`" + ` (or
+  ` + "`" + `handle_not_found` + "`" + `), as for any other way of reading it.
+  """
+  codeRunStatus(handle: String!, runId: String!): CodeRunStatusEvent!
+  """
+  Every output chunk with seq > ` + "`" + `afterSeq` + "`" + ` (default 0: from the start): stored
+  ones first, then live ones, in seq order with no gaps and no duplicates;
+  completes when the run is finished and every chunk delivered. Each chunk is
+  encoded on its own (` + "`" + `encoding` + "`" + `).
+  """
+  codeRunOutput(handle: String!, runId: String!, afterSeq: Int): OutputChunk!
+}
+
+"A run's status as it changes: the current one first, then one per transition."
+type CodeRunStatusEvent {
+  runId: String!
+  status: CodeRunStatus!
+  "When the run entered this status."
+  at: Time!
+  "Why, e.g. ` + "`" + `submitted` + "`" + `, ` + "`" + `cancelled by alice` + "`" + `, ` + "`" + `exit 0` + "`" + `."
+  reason: String!
+  "The program's exit code, once it has exited."
+  exitCode: Int
+  "Why the run failed or errored beyond a plain non-zero exit."
+  error: ErrorDetail
+}
+`, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
 
@@ -1440,6 +1572,24 @@ func (ec *executionContext) childFields_CodeRunOutputSummary(ctx context.Context
 		return ec.fieldContext_CodeRunOutputSummary_truncated(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CodeRunOutputSummary", field.Name)
+}
+
+func (ec *executionContext) childFields_CodeRunStatusEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "runId":
+		return ec.fieldContext_CodeRunStatusEvent_runId(ctx, field)
+	case "status":
+		return ec.fieldContext_CodeRunStatusEvent_status(ctx, field)
+	case "at":
+		return ec.fieldContext_CodeRunStatusEvent_at(ctx, field)
+	case "reason":
+		return ec.fieldContext_CodeRunStatusEvent_reason(ctx, field)
+	case "exitCode":
+		return ec.fieldContext_CodeRunStatusEvent_exitCode(ctx, field)
+	case "error":
+		return ec.fieldContext_CodeRunStatusEvent_error(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CodeRunStatusEvent", field.Name)
 }
 
 func (ec *executionContext) childFields_CodeRunTransition(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2011,6 +2161,58 @@ func (ec *executionContext) field_Query_node_args(ctx context.Context, rawArgs m
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_codeRunOutput_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "handle",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["handle"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "runId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["runId"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "afterSeq",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["afterSeq"] = arg2
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_codeRunStatus_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "handle",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["handle"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "runId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["runId"] = arg1
 	return args, nil
 }
 
@@ -2942,6 +3144,153 @@ func (ec *executionContext) _CodeRunOutputSummary_truncated(ctx context.Context,
 }
 func (ec *executionContext) fieldContext_CodeRunOutputSummary_truncated(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CodeRunOutputSummary", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CodeRunStatusEvent_runId(ctx context.Context, field graphql.CollectedField, obj *coderun.RunStatusEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunStatusEvent_runId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RunID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunStatusEvent_runId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunStatusEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _CodeRunStatusEvent_status(ctx context.Context, field graphql.CollectedField, obj *coderun.RunStatusEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunStatusEvent_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v coderun.RunStatus) graphql.Marshaler {
+			return ec.marshalNCodeRunStatus2githubᚗcomᚋgharartᚋcoderunᚐRunStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunStatusEvent_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunStatusEvent", field, false, false, "CodeRunStatus")
+}
+
+func (ec *executionContext) _CodeRunStatusEvent_at(ctx context.Context, field graphql.CollectedField, obj *coderun.RunStatusEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunStatusEvent_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunStatusEvent_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunStatusEvent", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CodeRunStatusEvent_reason(ctx context.Context, field graphql.CollectedField, obj *coderun.RunStatusEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunStatusEvent_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunStatusEvent_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunStatusEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _CodeRunStatusEvent_exitCode(ctx context.Context, field graphql.CollectedField, obj *coderun.RunStatusEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunStatusEvent_exitCode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExitCode, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunStatusEvent_exitCode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CodeRunStatusEvent", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CodeRunStatusEvent_error(ctx context.Context, field graphql.CollectedField, obj *coderun.RunStatusEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CodeRunStatusEvent_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.ErrorDetail) graphql.Marshaler {
+			return ec.marshalOErrorDetail2ᚖgithubᚗcomᚋgharartᚋcoderunᚐErrorDetail(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CodeRunStatusEvent_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CodeRunStatusEvent",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ErrorDetail(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _CodeRunTransition_status(ctx context.Context, field graphql.CollectedField, obj *coderun.Transition) (ret graphql.Marshaler) {
@@ -4664,6 +5013,94 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields___Schema(ctx, field)
 		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_codeRunStatus(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_codeRunStatus(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().CodeRunStatus(ctx, fc.Args["handle"].(string), fc.Args["runId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.RunStatusEvent) graphql.Marshaler {
+			return ec.marshalNCodeRunStatusEvent2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRunStatusEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_codeRunStatus(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CodeRunStatusEvent(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_codeRunStatus_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_codeRunOutput(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_codeRunOutput(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().CodeRunOutput(ctx, fc.Args["handle"].(string), fc.Args["runId"].(string), fc.Args["afterSeq"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *OutputChunk) graphql.Marshaler {
+			return ec.marshalNOutputChunk2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐOutputChunk(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_codeRunOutput(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OutputChunk(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_codeRunOutput_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
 	}
 	return fc, nil
 }
@@ -6443,6 +6880,64 @@ func (ec *executionContext) _CodeRunOutputSummary(ctx context.Context, sel ast.S
 	return out
 }
 
+var codeRunStatusEventImplementors = []string{"CodeRunStatusEvent"}
+
+func (ec *executionContext) _CodeRunStatusEvent(ctx context.Context, sel ast.SelectionSet, obj *coderun.RunStatusEvent) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, codeRunStatusEventImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CodeRunStatusEvent")
+		case "runId":
+			out.Values[i] = ec._CodeRunStatusEvent_runId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._CodeRunStatusEvent_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._CodeRunStatusEvent_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._CodeRunStatusEvent_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "exitCode":
+			out.Values[i] = ec._CodeRunStatusEvent_exitCode(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._CodeRunStatusEvent_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var codeRunTransitionImplementors = []string{"CodeRunTransition"}
 
 func (ec *executionContext) _CodeRunTransition(ctx context.Context, sel ast.SelectionSet, obj *coderun.Transition) graphql.Marshaler {
@@ -7207,6 +7702,28 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 	return out
 }
 
+var subscriptionImplementors = []string{"Subscription"}
+
+func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subscriptionImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Subscription",
+	})
+	if len(fields) != 1 {
+		graphql.AddErrorf(ctx, "must subscribe to exactly one stream")
+		return nil
+	}
+
+	switch fields[0].Name {
+	case "codeRunStatus":
+		return ec._Subscription_codeRunStatus(ctx, fields[0])
+	case "codeRunOutput":
+		return ec._Subscription_codeRunOutput(ctx, fields[0])
+	default:
+		panic("unknown field " + strconv.Quote(fields[0].Name))
+	}
+}
+
 var __DirectiveImplementors = []string{"__Directive"}
 
 func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
@@ -7683,6 +8200,14 @@ var (
 	}
 )
 
+func (ec *executionContext) marshalNCodeRunStatusEvent2ᚖgithubᚗcomᚋgharartᚋcoderunᚐRunStatusEvent(ctx context.Context, sel ast.SelectionSet, v *coderun.RunStatusEvent) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CodeRunStatusEvent!")
+		return graphql.Null
+	}
+	return ec._CodeRunStatusEvent(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNCodeRunTransition2githubᚗcomᚋgharartᚋcoderunᚐTransition(ctx context.Context, sel ast.SelectionSet, v coderun.Transition) graphql.Marshaler {
 	return ec._CodeRunTransition(ctx, sel, &v)
 }
@@ -7929,6 +8454,14 @@ func (ec *executionContext) marshalNOutputChunk2ᚕgithubᚗcomᚋgharartᚋcode
 	}
 
 	return ret
+}
+
+func (ec *executionContext) marshalNOutputChunk2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐOutputChunk(ctx context.Context, sel ast.SelectionSet, v *OutputChunk) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OutputChunk!")
+		return graphql.Null
+	}
+	return ec._OutputChunk(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNOutputStream2githubᚗcomᚋgharartᚋcoderunᚐStream(ctx context.Context, v any) (coderun.Stream, error) {

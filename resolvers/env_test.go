@@ -33,7 +33,7 @@ const (
 var jwtSecret = []byte("resolvers-test-secret-of-32-bytes!")
 
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	db  *store.DB
 	srv *httptest.Server
 	// endpoint is where operations are POSTed.
@@ -61,7 +61,7 @@ func newEnv(t *testing.T, opts resolvers.Options) *env {
 
 // openDB opens and migrates a fresh SQLite database holding the world every
 // test starts from.
-func openDB(t *testing.T) *store.DB {
+func openDB(t testing.TB) *store.DB {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, testenv.SQLiteURL(t))

@@ -35,7 +35,20 @@ type Options struct {
 	// AllowedOrigins may open websockets from a browser ("https://app.example",
 	// or "*"); empty allows only the server's own origin.
 	AllowedOrigins []string
-	Logger         *slog.Logger
+	// MaxConnectionsPerCaller bounds the websockets one caller holds open at
+	// once: per user once authenticated, per client IP address until then
+	// (default DefaultMaxConnectionsPerCaller).
+	MaxConnectionsPerCaller int
+	// MaxSubscriptionsPerConnection bounds the subscriptions one websocket
+	// runs at once (default DefaultMaxSubscriptionsPerConnection).
+	MaxSubscriptionsPerConnection int
+	// KeepAlive is how often a websocket's peer is pinged; one from which
+	// nothing arrives for two intervals is dropped (default DefaultKeepAlive).
+	KeepAlive time.Duration
+	// WriteTimeout bounds the write of one websocket message; a peer that
+	// does not take it in time is dropped (default DefaultWriteTimeout).
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Defaults of the cost limits. A full page of 100 runtimes with every field
@@ -47,13 +60,20 @@ const (
 	DefaultDepthLimit      = 10
 )
 
+// Defaults of the websocket timing.
 const (
-	wsReadLimit      = 64 << 10
-	wsInitTimeout    = 10 * time.Second
-	wsKeepAlive      = 15 * time.Second // graphql-ws keep-alive messages
-	wsPingInterval   = 30 * time.Second // graphql-transport-ws pings; a peer silent for two is dropped
-	queryCacheSize   = 1000
-	wsCloseForbidden = 4403 // graphql-transport-ws: connection_init refused
+	DefaultKeepAlive    = 15 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+const (
+	wsReadLimit    = 64 << 10
+	wsInitTimeout  = 10 * time.Second
+	queryCacheSize = 1000
+	// Close codes: graphql-transport-ws's own for a refused connection_init,
+	// and one in the same spirit (HTTP 429) for a caller over its limit.
+	wsCloseForbidden       = 4403
+	wsCloseTooManyRequests = 4429
 )
 
 // NewHandler returns the GraphQL endpoint: POST queries and mutations, and
@@ -64,6 +84,18 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	}
 	if opts.DepthLimit <= 0 {
 		opts.DepthLimit = DefaultDepthLimit
+	}
+	if opts.MaxConnectionsPerCaller <= 0 {
+		opts.MaxConnectionsPerCaller = DefaultMaxConnectionsPerCaller
+	}
+	if opts.MaxSubscriptionsPerConnection <= 0 {
+		opts.MaxSubscriptionsPerConnection = DefaultMaxSubscriptionsPerConnection
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = DefaultKeepAlive
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -83,12 +115,19 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	origins := newOriginPolicy(opts.AllowedOrigins)
 	readLimit := int64(wsReadLimit)
 	srv := handler.New(graph.NewExecutableSchema(cfg))
+	connections := newCallerConnections(opts.MaxConnectionsPerCaller)
 	srv.AddTransport(transport.Websocket{
-		Implementation:        gorillaWebsocket{origins: origins},
-		InitFunc:              authenticateConnection(opts.Authenticate, opts.Logger),
-		InitTimeout:           wsInitTimeout,
-		KeepAlivePingInterval: wsKeepAlive,
-		PingPongInterval:      wsPingInterval,
+		Implementation: gorillaWebsocket{origins: origins, keepAlive: opts.KeepAlive, writeTimeout: opts.WriteTimeout},
+		InitFunc:       authenticateConnection(opts.Authenticate, connections, opts.Logger),
+		InitTimeout:    wsInitTimeout,
+		// Messages that keep proxies and clients aware the connection lives:
+		// "ka" in graphql-ws, ping (answered by pong) in graphql-transport-ws.
+		// Dead peers are detected by the adapter, which drops a connection
+		// silent for two intervals whichever the subprotocol; gqlgen's own
+		// pong deadline is not used.
+		KeepAlivePingInterval: opts.KeepAlive,
+		PingPongInterval:      opts.KeepAlive,
+		MissingPongOk:         true,
 		PayloadReadLimit:      &readLimit,
 	})
 	srv.AddTransport(transport.POST{})
@@ -102,46 +141,81 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	// walk (exponential in nested fragment spreads) away from query bombs.
 	srv.Use(shapeLimit{maxDepth: opts.DepthLimit, maxFields: opts.ComplexityLimit})
 	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
+	srv.Use(subscriptions{maxPerConnection: opts.MaxSubscriptionsPerConnection})
 	srv.SetErrorPresenter(presentError(opts.Logger))
 	srv.SetRecoverFunc(recoverPanic(opts.Logger))
 
-	return refuseForeignOrigins(origins, srv)
+	return refuseForeignOrigins(origins, limitConnections(connections, srv))
 }
 
 // authenticateConnection verifies a websocket's connection_init: the
 // Authorization value of its payload, or else the principal the upgrade
 // request's own header produced. A connection with neither is closed with
-// 4403 and the reason.
-func authenticateConnection(authenticate func(context.Context, string) (*coderun.Principal, error), log *slog.Logger) transport.WebsocketInitFunc {
+// 4403 and the reason. An authenticated connection then counts against its
+// user's limit instead of its address's; one over the limit is closed with
+// 4429.
+func authenticateConnection(authenticate func(context.Context, string) (*coderun.Principal, error), connections *callerConnections, log *slog.Logger) transport.WebsocketInitFunc {
 	return func(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+		p := coderun.PrincipalFromContext(ctx)
 		if authorization := payload.Authorization(); authorization != "" {
-			p, err := authenticate(ctx, authorization)
+			var err error
+			p, err = authenticate(ctx, authorization)
 			if coderun.ErrorCode(err) == coderun.EUnauthenticated {
-				return refuse(ctx, err)
+				return refuse(ctx, wsCloseForbidden, err)
 			}
 			if err != nil {
 				// The token could not be checked: not the caller's fault, and
 				// not something to describe to them.
 				log.ErrorContext(ctx, "authenticating websocket connection failed",
 					"request_id", coderun.RequestIDFromContext(ctx), "err", err)
-				return refuse(ctx, coderun.Errorf(coderun.EUnavailable, "could not verify the token; try again later"))
+				return refuse(ctx, wsCloseForbidden, coderun.Errorf(coderun.EUnavailable, "could not verify the token; try again later"))
 			}
-			return coderun.NewContextWithPrincipal(ctx, p), nil, nil
+			ctx = coderun.NewContextWithPrincipal(ctx, p)
 		}
-		if coderun.PrincipalFromContext(ctx) != nil {
-			return ctx, nil, nil
+		if p == nil {
+			return refuse(ctx, wsCloseForbidden, coderun.Errorf(coderun.EUnauthenticated,
+				"missing bearer token: send {\"Authorization\": \"Bearer …\"} in connection_init"))
 		}
-		return refuse(ctx, coderun.Errorf(coderun.EUnauthenticated,
-			"missing bearer token: send {\"Authorization\": \"Bearer …\"} in connection_init"))
+		release, ok := connections.acquire(userCaller(p.UserID))
+		if !ok {
+			return refuse(ctx, wsCloseTooManyRequests, fmt.Errorf("%s: a user holds at most %d websocket connections at once",
+				codeConnectionLimit, connections.max))
+		}
+		// The request's context ends when the connection's handler returns.
+		context.AfterFunc(ctx, release)
+		if ws := websocketOf(ctx); ws != nil {
+			ws.releaseAddress()
+		}
+		return ctx, nil, nil
 	}
 }
 
 // refuse ends a connection_init: graphql-ws clients get err in a
 // connection_error message, graphql-transport-ws clients in the close reason.
-func refuse(ctx context.Context, err error) (context.Context, *transport.InitPayload, error) {
-	ctx = transport.WithWebsocketCloseCode(ctx, wsCloseForbidden)
+func refuse(ctx context.Context, closeCode int, err error) (context.Context, *transport.InitPayload, error) {
+	ctx = transport.WithWebsocketCloseCode(ctx, closeCode)
 	ctx = transport.AppendCloseReason(ctx, err.Error())
 	return ctx, nil, err
+}
+
+// limitConnections counts a websocket against its client's address until it
+// authenticates, and answers an upgrade over the address's limit with 429.
+func limitConnections(connections *callerConnections, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		release, ok := connections.acquire(addressCaller(r))
+		if !ok {
+			refuseUpgrade(w, r, http.StatusTooManyRequests, codeConnectionLimit,
+				fmt.Sprintf("at most %d websocket connections may wait to authenticate from one address", connections.max))
+			return
+		}
+		defer release()
+		ws := &websocketState{releaseAddress: release}
+		next.ServeHTTP(w, r.WithContext(withWebsocket(r.Context(), ws)))
+	})
 }
 
 // refuseForeignOrigins answers a websocket upgrade from an origin the policy
@@ -150,16 +224,22 @@ func refuse(ctx context.Context, err error) (context.Context, *transport.InitPay
 func refuseForeignOrigins(origins originPolicy, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "" && !origins.allows(r) {
-			w.Header().Set("Content-Type", "application/json")
-			transport.SendError(w, http.StatusForbidden, &gqlerror.Error{
-				Message: fmt.Sprintf("origin %q may not open a websocket here", r.Header.Get("Origin")),
-				Extensions: map[string]any{
-					"code":      coderun.EForbidden,
-					"requestId": coderun.RequestIDFromContext(r.Context()),
-				},
-			})
+			refuseUpgrade(w, r, http.StatusForbidden, coderun.EForbidden,
+				fmt.Sprintf("origin %q may not open a websocket here", r.Header.Get("Origin")))
 			return
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// refuseUpgrade answers a websocket upgrade with an error instead.
+func refuseUpgrade(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	transport.SendError(w, status, &gqlerror.Error{
+		Message: message,
+		Extensions: map[string]any{
+			"code":      code,
+			"requestId": coderun.RequestIDFromContext(r.Context()),
+		},
 	})
 }

@@ -52,7 +52,7 @@ func outputPage(out service.RunOutput) *graph.CodeRunOutput {
 	}
 	var stdout, stderr []byte
 	for i, c := range out.Chunks {
-		page.Chunks[i] = graph.OutputChunk{Seq: int(c.Seq), Stream: c.Stream, Data: coderun.EncodeText(c.Data, encoding), Encoding: encoding, At: c.At}
+		page.Chunks[i] = outputChunk(c, encoding)
 		if c.Stream == coderun.Stdout {
 			stdout = append(stdout, c.Data...)
 		} else {
@@ -61,4 +61,10 @@ func outputPage(out service.RunOutput) *graph.CodeRunOutput {
 	}
 	page.Stdout, page.Stderr = coderun.EncodeText(stdout, encoding), coderun.EncodeText(stderr, encoding)
 	return page
+}
+
+// outputChunk writes a chunk's data in encoding: the page's, or (in a
+// subscription, where each chunk travels alone) its own.
+func outputChunk(c coderun.OutputChunk, encoding string) graph.OutputChunk {
+	return graph.OutputChunk{Seq: int(c.Seq), Stream: c.Stream, Data: coderun.EncodeText(c.Data, encoding), Encoding: encoding, At: c.At}
 }

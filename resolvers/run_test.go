@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gharart/coderun"
+	"github.com/gharart/coderun/events"
 	"github.com/gharart/coderun/executor/docker"
 	"github.com/gharart/coderun/internal/testenv"
 	"github.com/gharart/coderun/resolvers"
@@ -28,9 +29,15 @@ const demoImage = "coderun-demo/busybox:1"
 
 // newRunEnv is the whole service as `coderun serve` assembles it — REST and
 // GraphQL behind the real HTTP edge and authenticator, a worker on the real
-// Docker engine — over a fresh SQLite database, with a validated busybox
-// runtime "sh" in acme that runs main.sh.
-func newRunEnv(t *testing.T) *env {
+// Docker engine, the events hub between them — over a fresh SQLite database,
+// with a validated busybox runtime "sh" in acme that runs main.sh. opts
+// configure the GraphQL handler (its Authenticate and Logger are set here).
+func newRunEnv(t testing.TB, opts resolvers.Options) *env {
+	return newRunEnvWith(t, opts, events.Options{})
+}
+
+// newRunEnvWith is newRunEnv with the events hub configured by hubOpts.
+func newRunEnvWith(t testing.TB, opts resolvers.Options, hubOpts events.Options) *env {
 	t.Helper()
 	image := testenv.BusyboxImage(t, demoImage)
 	db := openDB(t)
@@ -42,18 +49,26 @@ func newRunEnv(t *testing.T) *env {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 
-	w := worker.New(db, engine, worker.Options{Slots: 2, Lease: 3 * time.Second, Poll: 50 * time.Millisecond, Logger: log})
+	hubOpts.Logger = log
+	hub := events.NewHub(db, hubOpts)
+	w := worker.New(db, engine, worker.Options{Slots: 2, Lease: 3 * time.Second, Poll: 50 * time.Millisecond, Events: hub, Logger: log})
 	ctx, stop := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() { defer close(stopped); _ = w.Run(ctx) }()
 	t.Cleanup(func() { stop(); <-stopped })
 
-	svc := service.New(db, service.Options{Images: engine, Runs: w, Logger: log})
+	svc := service.New(db, service.Options{Images: engine, Runs: w, Events: hub, Logger: log})
 	authn := newAuthenticator(svc)
+	opts.Authenticate, opts.Logger = authn.Authenticate, log
+	// Subscribers open many websockets in a burst; the per-caller GraphQL
+	// throttle is not what these tests are about.
+	throttles := rest.DefaultThrottles
+	throttles.GraphQL = rest.Rate{PerSecond: 10000, Burst: 10000}
 	srv := httptest.NewServer(rest.New(rest.Options{
 		Service:       svc,
 		Authenticator: authn,
-		GraphQL:       resolvers.NewHandler(svc, resolvers.Options{Authenticate: authn.Authenticate, Logger: log}),
+		GraphQL:       resolvers.NewHandler(svc, opts),
+		Throttles:     &throttles,
 		Logger:        log,
 	}))
 	t.Cleanup(srv.Close)
@@ -229,7 +244,7 @@ func (e *env) rest(path string) map[string]any {
 }
 
 func TestCodeRuns(t *testing.T) {
-	e := newRunEnv(t)
+	e := newRunEnv(t, resolvers.Options{})
 	var hello runData
 
 	t.Run("hello world succeeds with its transitions and exact output", func(t *testing.T) {

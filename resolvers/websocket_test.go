@@ -23,7 +23,7 @@ type wsMessage struct {
 // dial opens a websocket to the test server speaking subprotocol.
 func (e *env) dial(subprotocol string, header http.Header) (*websocket.Conn, *http.Response, error) {
 	d := websocket.Dialer{Subprotocols: []string{subprotocol}, HandshakeTimeout: 5 * time.Second}
-	conn, res, err := d.Dial("ws"+strings.TrimPrefix(e.srv.URL, "http"), header)
+	conn, res, err := d.Dial("ws"+strings.TrimPrefix(e.endpoint, "http"), header)
 	if conn != nil {
 		e.t.Cleanup(func() { conn.Close() })
 	}

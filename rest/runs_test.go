@@ -60,7 +60,7 @@ func newRunStackWith(t *testing.T, dbURL string, slots, maxActive int) *runStack
 
 // startWorker runs a worker over the stack's database until the test ends.
 func (s *runStack) startWorker(t *testing.T, slots int) {
-	w := worker.New(s.db, s.engine, worker.Options{Slots: slots, Lease: 3 * time.Second, Poll: 50 * time.Millisecond, Logger: quietLog})
+	w := worker.New(s.db, s.engine, worker.Options{Slots: slots, Lease: 3 * time.Second, Poll: 50 * time.Millisecond, Events: s.events, Logger: quietLog})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(ctx) }()

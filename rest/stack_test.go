@@ -22,6 +22,7 @@ import (
 
 	"github.com/gharart/coderun"
 	"github.com/gharart/coderun/auth"
+	"github.com/gharart/coderun/events"
 	"github.com/gharart/coderun/internal/testenv"
 	"github.com/gharart/coderun/resolvers"
 	"github.com/gharart/coderun/rest"
@@ -36,6 +37,7 @@ type stack struct {
 	url    string
 	db     *store.DB
 	svc    *service.Service
+	events *events.Hub // streams runs to GraphQL subscribers (the viewer)
 	secret []byte
 	edKey  ed25519.PrivateKey
 }
@@ -70,7 +72,8 @@ func newStack(t *testing.T, dbURL string, images service.ImageChecker) *stack {
 	if err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	svc := service.New(db, service.Options{Images: images})
+	hub := events.NewHub(db, events.Options{Logger: quietLog})
+	svc := service.New(db, service.Options{Images: images, Events: hub})
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +87,7 @@ func newStack(t *testing.T, dbURL string, images service.ImageChecker) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{t: t, db: db, svc: svc, secret: bytes.Repeat([]byte("s"), 32), edKey: priv}
+	s := &stack{t: t, db: db, svc: svc, events: hub, secret: bytes.Repeat([]byte("s"), 32), edKey: priv}
 	authn := auth.NewAuthenticator(auth.JWTConfig{HS256Secret: s.secret, PublicKeys: keys, Issuer: issuer, Audience: audience}, svc, nil)
 	h := rest.New(rest.Options{
 		Service:       svc,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: brings up every service the tests use — the Docker engine, a
-# loopback registry and a throwaway PostgreSQL — installing them from Debian's
-# packages where missing, then runs the checks and every test with -race.
+# loopback registry, a throwaway PostgreSQL and Chromium — installing them from
+# Debian's packages where missing, then runs the checks and every test with -race.
 # Nothing is skipped: CODERUN_TEST_REQUIRE_SERVICES=1 turns a missing service
 # into a failure.
 set -euo pipefail
@@ -16,6 +16,8 @@ export CODERUN_TEST_REGISTRY=${CODERUN_TEST_REGISTRY:-127.0.0.1:5000}
 scripts/registry.sh start "$CODERUN_TEST_REGISTRY"
 CODERUN_TEST_POSTGRES_URL=${CODERUN_TEST_POSTGRES_URL:-$(scripts/postgres.sh start "$state/postgres" 55432)}
 export CODERUN_TEST_POSTGRES_URL
+CODERUN_TEST_CHROMIUM=${CODERUN_TEST_CHROMIUM:-$(scripts/chromium.sh)}
+export CODERUN_TEST_CHROMIUM
 export CODERUN_TEST_REQUIRE_SERVICES=1
 
 echo "== gofmt" >&2

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -31,11 +32,14 @@ type dialect struct {
 	// skipLocked locks the row a SELECT picks and passes over rows other
 	// transactions hold, so that concurrent workers claim different runs.
 	skipLocked string
+	// readIsolation gives a read transaction one snapshot for all its queries.
+	readIsolation sql.IsolationLevel
 }
 
 var (
-	postgresDialect = dialect{name: "postgres", bind: sqlx.DOLLAR, goose: goose.DialectPostgres, forUpdate: " FOR UPDATE", skipLocked: " FOR UPDATE SKIP LOCKED"}
-	sqliteDialect   = dialect{name: "sqlite", bind: sqlx.QUESTION, goose: goose.DialectSQLite3}
+	postgresDialect = dialect{name: "postgres", bind: sqlx.DOLLAR, goose: goose.DialectPostgres, forUpdate: " FOR UPDATE", skipLocked: " FOR UPDATE SKIP LOCKED",
+		readIsolation: sql.LevelRepeatableRead}
+	sqliteDialect = dialect{name: "sqlite", bind: sqlx.QUESTION, goose: goose.DialectSQLite3}
 )
 
 func (d dialect) rebind(query string) string { return sqlx.Rebind(d.bind, query) }

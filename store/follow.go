@@ -42,10 +42,8 @@ type RunChanges struct {
 func (db *DB) RunChanges(ctx context.Context, runID string, afterTransition, afterSeq int64, maxChunks int) (RunChanges, error) {
 	var c RunChanges
 	err := db.Read(ctx, func(tx *Tx) error {
-		// Transitions first, then the row, then the chunks: on PostgreSQL each
-		// statement sees what was committed when it began, and this order
-		// means a terminal transition comes with its exit code and error, and
-		// a terminal status with every chunk up to LastSeq.
+		// One snapshot (see Read): a terminal status comes with its terminal
+		// transition, its exit code and every chunk up to LastSeq.
 		var transitions []NumberedTransition
 		if afterTransition >= 0 {
 			var err error

@@ -190,9 +190,12 @@ func (db *DB) InTx(ctx context.Context, fn func(*Tx) error) error {
 }
 
 // Read runs fn in a read-only transaction, which takes no write lock; a write
-// inside it fails.
+// inside it fails. Every query in it sees the same snapshot of the database:
+// SQLite's transactions always do, and PostgreSQL's do at repeatable read,
+// where at read committed each statement would see the commits made since the
+// one before (a run's transitions before its end, its status after it).
 func (db *DB) Read(ctx context.Context, fn func(*Tx) error) error {
-	return db.inTx(ctx, db.ro, &sql.TxOptions{ReadOnly: true}, fn)
+	return db.inTx(ctx, db.ro, &sql.TxOptions{ReadOnly: true, Isolation: db.d.readIsolation}, fn)
 }
 
 func (db *DB) inTx(ctx context.Context, conn *sqlx.DB, opts *sql.TxOptions, fn func(*Tx) error) error {

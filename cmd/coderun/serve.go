@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -14,11 +15,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/gharart/coderun/auth"
+	"github.com/gharart/coderun/events"
 	"github.com/gharart/coderun/executor/docker"
 	"github.com/gharart/coderun/resolvers"
 	"github.com/gharart/coderun/rest"
 	"github.com/gharart/coderun/service"
 	"github.com/gharart/coderun/store"
+	"github.com/gharart/coderun/web"
 	"github.com/gharart/coderun/worker"
 )
 
@@ -55,10 +58,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("the container engine is not reachable yet", "err", err)
 	}
 
-	opts := service.Options{Images: engine, AllowNetwork: cfg.AllowNetwork, Logger: log}
+	// Followers in this process watch runs through the hub. With PostgreSQL,
+	// changes also travel to and from other processes through NOTIFY.
+	hub := events.NewHub(db, events.Options{Logger: log})
+	var publish events.RunPublisher = hub
+	if db.Dialect() == "postgres" {
+		notifier, stopNotifying := notifyRunChanges(db, hub, log)
+		defer stopNotifying()
+		publish = notifier
+	}
+	opts := service.Options{Images: engine, AllowNetwork: cfg.AllowNetwork, Logger: log, Events: hub, Publish: publish}
 	var wrk *worker.Worker
 	if cfg.WorkerSlots > 0 {
-		wrk = worker.New(db, engine, cfg.workerOptions(log))
+		wopts := cfg.workerOptions(log)
+		wopts.Events = publish
+		wrk = worker.New(db, engine, wopts)
 		opts.Runs = wrk
 	}
 	svc := service.New(db, opts)
@@ -77,7 +91,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			{Name: "database", Ping: db.Ping},
 			{Name: "engine", Ping: engine.Ping},
 		},
+		Viewer:       web.Handler(),
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		Throttles:    &cfg.Throttles,
 		Logger:       log,
 		Metrics:      metrics,
 	})
@@ -97,6 +113,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("coderun serving", "addr", ln.Addr().String(), "database", db.Dialect(), "worker_slots", cfg.WorkerSlots)
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	if db.Dialect() == "postgres" {
+		go events.Listen(ctx, cfg.databaseURL(), hub, log)
+	}
 	workerDone := make(chan struct{})
 	go func() {
 		defer close(workerDone)
@@ -154,7 +173,27 @@ func work(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := engine.Ping(ctx); err != nil {
 		return fmt.Errorf("the container engine is not reachable: %w", err)
 	}
-	return worker.New(db, engine, cfg.workerOptions(log)).Run(ctx)
+	wopts := cfg.workerOptions(log)
+	if db.Dialect() == "postgres" {
+		// Followers are served by other processes: they hear of this
+		// worker's runs through NOTIFY.
+		notifier, stopNotifying := notifyRunChanges(db, nil, log)
+		defer stopNotifying()
+		wopts.Events = notifier
+	}
+	return worker.New(db, engine, wopts).Run(ctx)
+}
+
+// notifyRunChanges publishes run changes to local (if not nil) and, through
+// PostgreSQL NOTIFY, to other processes, until stop is called; stop sends
+// what is still pending. It does not end with the command's context: it must
+// outlive the worker, which records the end of the runs it stops on shutdown.
+func notifyRunChanges(db *store.DB, local events.RunPublisher, log *slog.Logger) (n *events.Notifier, stop func()) {
+	n = events.NewNotifier(db, local, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.Run(ctx) }()
+	return n, func() { cancel(); <-done }
 }
 
 // openEngine returns the Docker engine client, labelling sandboxes with the
