@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/moby/moby/client"
 
 	"github.com/gharart/coderun/internal/testenv"
@@ -257,5 +259,110 @@ func TestCommandsRefuseBadInput(t *testing.T) {
 	}
 	if out := in.cli("version"); !strings.HasPrefix(out, "coderun ") {
 		t.Fatalf("version: %q", out)
+	}
+}
+
+// start starts a coderun command that runs until the test ends.
+func (in *instance) start(env []string, args ...string) *exec.Cmd {
+	in.t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(append([]string{}, in.env...), env...)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Start(); err != nil {
+		in.t.Fatal(err)
+	}
+	in.t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	return cmd
+}
+
+// An API process without a worker and a worker process share PostgreSQL: a
+// subscriber on the API process sees the worker's output as it is written.
+func TestSubscriberSeesAnotherProcesssWorker(t *testing.T) {
+	testenv.Docker(t)
+	digest := testenv.BusyboxImage(t, "coderun-demo/busybox:1")
+	in := newInstance(t, testenv.PostgresURL(t))
+	in.cli("handle", "create", "acme", "--owner", "alice")
+	token := in.cli("token", "create", "--user", "alice", "--handle", "acme", "--scopes", "all")
+	in.start([]string{"CODERUN_WORKER_SLOTS=0"}, "serve")
+	waitFor(t, 30*time.Second, "the API to be ready", func() bool {
+		res, err := http.Get("http://" + in.addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
+	in.start([]string{"CODERUN_WORKER_SLOTS=2"}, "worker")
+
+	in.call("PUT", "/v2/handles/acme/code-runtimes/sh", token, map[string]any{
+		"image": "coderun-demo/busybox:1", "digest": digest, "command": []string{"sh", "main.sh"}, "entrypointFile": "main.sh"})
+	in.call("POST", "/v2/handles/acme/code-runtimes/sh/validate-image", token, nil)
+	_, run := in.call("POST", "/v2/handles/acme/code-runs", token, map[string]any{
+		"runtimeKey": "sh", "code": `for i in $(seq 1 20); do echo "line $i"; sleep 0.1; done`})
+	id, _ := run["runId"].(string)
+	if id == "" {
+		t.Fatalf("submit: %v", run)
+	}
+
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+in.addr+"/graphql", http.Header{"Sec-WebSocket-Protocol": {"graphql-transport-ws"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	send := func(v any) {
+		if err := ws.WriteJSON(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(map[string]any{"type": "connection_init", "payload": map[string]string{"Authorization": "Bearer " + token}})
+	send(map[string]any{"id": "1", "type": "subscribe", "payload": map[string]any{
+		"query":     `subscription($id: String!) { codeRunOutput(handle: "acme", runId: $id, afterSeq: 0) { seq data } }`,
+		"variables": map[string]any{"id": id}}})
+	var lines strings.Builder
+	liveBeforeEnd := false
+	ws.SetReadDeadline(time.Now().Add(60 * time.Second))
+	for {
+		var m struct {
+			ID      string          `json:"id"`
+			Type    string          `json:"type"`
+			Payload json.RawMessage `json:"payload"`
+		}
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatalf("reading the subscription: %v (so far %q)", err, lines.String())
+		}
+		if m.Type == "complete" {
+			break
+		}
+		if m.Type != "next" {
+			continue
+		}
+		var p struct {
+			Data struct {
+				CodeRunOutput struct{ Data string } `json:"codeRunOutput"`
+			} `json:"data"`
+			Errors []json.RawMessage `json:"errors"`
+		}
+		json.Unmarshal(m.Payload, &p)
+		if len(p.Errors) > 0 {
+			t.Fatalf("subscription error: %s", p.Errors[0])
+		}
+		lines.WriteString(p.Data.CodeRunOutput.Data)
+		if !liveBeforeEnd && strings.Contains(lines.String(), "line 3\n") {
+			_, r := in.call("GET", "/v2/handles/acme/code-runs/"+id, token, nil)
+			liveBeforeEnd = r["status"] == "running"
+		}
+	}
+	var want strings.Builder
+	for i := 1; i <= 20; i++ {
+		fmt.Fprintf(&want, "line %d\n", i)
+	}
+	if lines.String() != want.String() {
+		t.Fatalf("the subscriber got %q", lines.String())
+	}
+	if !liveBeforeEnd {
+		t.Fatal("the output did not arrive while the run was running")
 	}
 }
