@@ -26,34 +26,17 @@ import (
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
-	var cfg config
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	cfg.bindFlags(fs)
-	if pos, err := parseFlags(fs, args, stderr); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return fmt.Errorf("%w: serve takes no arguments", errUsage)
-	}
-	log, err := cfg.logger()
+	p, err := startProcess(ctx, "serve", args, stderr)
 	if err != nil {
 		return err
 	}
+	defer p.close()
+	cfg, log, db, engine := p.cfg, p.log, p.db, p.engine
 	jwtCfg, err := cfg.jwtConfig()
 	if err != nil {
 		return err
 	}
-	db, err := openStore(ctx, &cfg)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-
 	// The engine may come up after the service: readiness reports it until then.
-	engine, err := openEngine(ctx, db)
-	if err != nil {
-		return err
-	}
-	defer engine.Close()
 	if err := engine.Ping(ctx); err != nil {
 		log.Warn("the container engine is not reachable yet", "err", err)
 	}
@@ -142,34 +125,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 // work runs a worker alone: it shares runs with `serve` through PostgreSQL.
 func work(ctx context.Context, args []string, stderr io.Writer) error {
-	var cfg config
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	cfg.bindFlags(fs)
-	if pos, err := parseFlags(fs, args, stderr); err != nil {
+	p, err := startProcess(ctx, "worker", args, stderr)
+	if err != nil {
 		return err
-	} else if len(pos) > 0 {
-		return fmt.Errorf("%w: worker takes no arguments", errUsage)
 	}
+	defer p.close()
+	cfg, log, db, engine := p.cfg, p.log, p.db, p.engine
 	if cfg.WorkerSlots < 1 {
 		return fmt.Errorf("%w: a worker needs at least one slot (CODERUN_WORKER_SLOTS)", errUsage)
 	}
-	log, err := cfg.logger()
-	if err != nil {
-		return err
-	}
-	db, err := openStore(ctx, &cfg)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	if db.Dialect() != "postgres" {
 		log.Warn("a separate worker shares runs only through PostgreSQL; on SQLite, serve runs its own worker")
 	}
-	engine, err := openEngine(ctx, db)
-	if err != nil {
-		return err
-	}
-	defer engine.Close()
 	if err := engine.Ping(ctx); err != nil {
 		return fmt.Errorf("the container engine is not reachable: %w", err)
 	}
@@ -208,4 +175,43 @@ func openEngine(ctx context.Context, db *store.DB) (*docker.Engine, error) {
 		return nil, fmt.Errorf("configure the Docker client: %w", err)
 	}
 	return engine, nil
+}
+
+// process is what serve and worker start from: the configuration, the
+// logger, the migrated database and the engine of this installation.
+type process struct {
+	cfg    *config
+	log    *slog.Logger
+	db     *store.DB
+	engine *docker.Engine
+}
+
+func startProcess(ctx context.Context, name string, args []string, stderr io.Writer) (*process, error) {
+	cfg := &config{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	cfg.bindFlags(fs)
+	if pos, err := parseFlags(fs, args, stderr); err != nil {
+		return nil, err
+	} else if len(pos) > 0 {
+		return nil, fmt.Errorf("%w: %s takes no arguments", errUsage, name)
+	}
+	log, err := cfg.logger()
+	if err != nil {
+		return nil, err
+	}
+	db, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	engine, err := openEngine(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &process{cfg: cfg, log: log, db: db, engine: engine}, nil
+}
+
+func (p *process) close() {
+	p.engine.Close()
+	p.db.Close()
 }
