@@ -43,31 +43,22 @@ func (tx *Tx) ClaimRun(ctx context.Context, workerID string, at, leaseUntil time
 
 // runJob reads what a worker needs to execute run id.
 func (tx *Tx) runJob(ctx context.Context, id string) (coderun.RunJob, error) {
-	const q = `SELECT r.id, r.handle, r.image, r.command, r.network, r.timeout_seconds, r.memory_mib, r.cpus,
-		r.pids, r.output_bytes, i.files, i.stdin, i.env
-		FROM runs r JOIN run_inputs i ON i.run_id = r.id WHERE r.id = ?`
+	const q = `SELECT ` + runColumns + `, i.files, i.stdin, i.env
+		FROM runs JOIN run_inputs i ON i.run_id = runs.id WHERE runs.id = ?`
 	var row struct {
-		ID             string  `db:"id"`
-		Handle         string  `db:"handle"`
-		Image          string  `db:"image"`
-		Command        string  `db:"command"`
-		Network        bool    `db:"network"`
-		TimeoutSeconds int     `db:"timeout_seconds"`
-		MemoryMiB      int     `db:"memory_mib"`
-		CPUs           float64 `db:"cpus"`
-		Pids           int     `db:"pids"`
-		OutputBytes    int64   `db:"output_bytes"`
-		Files          string  `db:"files"`
-		Stdin          []byte  `db:"stdin"`
-		Env            string  `db:"env"`
+		runRow
+		Files string `db:"files"`
+		Stdin []byte `db:"stdin"`
+		Env   string `db:"env"`
 	}
 	if err := tx.get(ctx, &row, q, id); err != nil {
 		return coderun.RunJob{}, fmt.Errorf("read job of run %s: %w", id, err)
 	}
-	job := coderun.RunJob{
-		RunID: row.ID, Handle: row.Handle, Image: row.Image, Network: row.Network, Stdin: row.Stdin,
-		Limits: coderun.Limits{TimeoutSeconds: row.TimeoutSeconds, MemoryMiB: row.MemoryMiB, CPUs: row.CPUs, Pids: row.Pids, OutputBytes: row.OutputBytes},
+	run, err := row.run()
+	if err != nil {
+		return coderun.RunJob{}, err
 	}
+	job := coderun.RunJob{RunID: run.ID, Handle: run.Handle, Image: run.Image, Network: row.Network, Limits: run.Limits, Stdin: row.Stdin}
 	for _, f := range []struct {
 		src string
 		dst any
