@@ -11,23 +11,27 @@ import (
 // transports map each to an HTTP status and a GraphQL extensions.code from one
 // table; a code not listed there is an internal error and its message is hidden.
 const (
-	EInvalidRequest       = "invalid_request"
-	EValidationFailed     = "validation_failed"
-	EPayloadTooLarge      = "payload_too_large"
-	EUnauthenticated      = "unauthenticated"
-	EInsufficientScope    = "insufficient_scope"
-	EForbidden            = "forbidden"
-	ENotFound             = "not_found"
-	EMethodNotAllowed     = "method_not_allowed"
-	EHandleNotFound       = "handle_not_found"
-	ERuntimeNotFound      = "runtime_not_found"
-	ERunNotFound          = "run_not_found"
-	ERequestNotFound      = "request_not_found"
-	ETokenNotFound        = "token_not_found"
-	EConflict             = "conflict"
-	ERuntimeNotValidated  = "runtime_not_validated"
-	ERunAlreadyFinished   = "run_already_finished"
-	EOutputUnavailable    = "output_unavailable"
+	EInvalidRequest      = "invalid_request"
+	EValidationFailed    = "validation_failed"
+	EPayloadTooLarge     = "payload_too_large"
+	EUnauthenticated     = "unauthenticated"
+	EInsufficientScope   = "insufficient_scope"
+	EForbidden           = "forbidden"
+	ENotFound            = "not_found"
+	EMethodNotAllowed    = "method_not_allowed"
+	EHandleNotFound      = "handle_not_found"
+	ERuntimeNotFound     = "runtime_not_found"
+	ERunNotFound         = "run_not_found"
+	ERequestNotFound     = "request_not_found"
+	ETokenNotFound       = "token_not_found"
+	EConflict            = "conflict"
+	ERuntimeNotValidated = "runtime_not_validated"
+	ERunAlreadyFinished  = "run_already_finished"
+	EOutputUnavailable   = "output_unavailable"
+	// ESubscriberTooSlow ends a subscription whose reader fell too far
+	// behind; the subscriber resumes from the last seq it received. No route
+	// answers with it; it is listed so that GraphQL shows it.
+	ESubscriberTooSlow    = "subscriber_too_slow"
 	EIdempotencyKeyReused = "idempotency_key_reused"
 	EIdempotencyKeyInUse  = "idempotency_key_in_use"
 	ERateLimited          = "rate_limited"
@@ -142,6 +146,7 @@ var errorStatus = map[string]int{
 	ERuntimeNotValidated:  http.StatusConflict,
 	ERunAlreadyFinished:   http.StatusConflict,
 	EOutputUnavailable:    http.StatusConflict,
+	ESubscriberTooSlow:    http.StatusConflict,
 	EIdempotencyKeyInUse:  http.StatusConflict,
 	EIdempotencyKeyReused: http.StatusUnprocessableEntity,
 	ERateLimited:          http.StatusTooManyRequests,

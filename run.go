@@ -176,7 +176,3 @@ type RunStatusEvent struct {
 	ExitCode *int         `json:"exitCode"`
 	Error    *ErrorDetail `json:"error"`
 }
-
-// ESubscriberTooSlow closes a subscription whose reader fell too far behind;
-// the subscriber resumes from the last seq it received.
-const ESubscriberTooSlow = "subscriber_too_slow"

@@ -31,7 +31,7 @@ func presentError(log *slog.Logger) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
 		requestID := coderun.RequestIDFromContext(ctx)
 		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
-		if e := coderun.AsError(err); e != nil && shown(e.Code) {
+		if e := coderun.AsError(err); e != nil && coderun.IsPublicCode(e.Code) {
 			ext := maps.Clone(e.Details)
 			if ext == nil {
 				ext = map[string]any{}
@@ -60,12 +60,6 @@ func presentError(log *slog.Logger) graphql.ErrorPresenterFunc {
 	}
 }
 
-// shown reports whether a domain error's code is one a GraphQL client sees:
-// those of the shared table, and subscriber_too_slow, which ends only
-// subscriptions and so has no HTTP status to be listed with.
-func shown(code string) bool {
-	return coderun.IsPublicCode(code) || code == coderun.ESubscriberTooSlow
-}
 
 // recoverPanic turns a panic in a resolver into an internal error; the panic
 // and its stack go to the log only.
