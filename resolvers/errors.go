@@ -60,7 +60,6 @@ func presentError(log *slog.Logger) graphql.ErrorPresenterFunc {
 	}
 }
 
-
 // recoverPanic turns a panic in a resolver into an internal error; the panic
 // and its stack go to the log only.
 func recoverPanic(log *slog.Logger) graphql.RecoverFunc {
