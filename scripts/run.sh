@@ -66,6 +66,10 @@ cat <<MSG
       --data '{"runtimeKey":"busybox","code":"echo hello from \$(id -un)"}'
     curl -s $base/v2/handles/demo/code-runs/RUN_ID/output -H "Authorization: Bearer \$TOKEN"
 
+  Watch a run live in a browser (paste the token when asked):
+
+    $base/viewer?handle=demo&run=RUN_ID
+
   GraphQL:
 
     curl -s $base/graphql -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
