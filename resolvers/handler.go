@@ -1,8 +1,11 @@
 package resolvers
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -32,6 +35,19 @@ type Options struct {
 	ComplexityLimit int
 	// DepthLimit bounds how deep an operation's fields nest (default DefaultDepthLimit).
 	DepthLimit int
+	// AliasLimit bounds an operation's aliases (default DefaultAliasLimit).
+	AliasLimit int
+	// RootFieldLimit bounds the fields an operation selects at its top
+	// (default DefaultRootFieldLimit).
+	RootFieldLimit int
+	// DirectiveLimit bounds an operation's directives (default DefaultDirectiveLimit).
+	DirectiveLimit int
+	// TokenLimit bounds the tokens of a query document; the parser stops at
+	// the first one over (default DefaultTokenLimit).
+	TokenLimit int
+	// Charge, when set, charges the caller by an operation's complexity before
+	// it runs; an error refuses the operation with RATE_LIMITED.
+	Charge func(ctx context.Context, cost int) error
 	// AllowedOrigins may open websockets from a browser ("https://app.example",
 	// or "*"); empty allows only the server's own origin.
 	AllowedOrigins []string
@@ -60,6 +76,19 @@ const (
 	DefaultDepthLimit      = 10
 )
 
+// Defaults of the shape limits: well above what the dashboard sends, well
+// below what makes a flood. The standard introspection query is about 300
+// tokens, a page of runs with every field about 150. The token limit also
+// bounds validation, which runs before any limit here and takes time
+// quadratic in how often one field repeats: 2,000 repeats of a field take
+// 0.8 s of CPU, the 1,000 the limit lets through a quarter of that.
+const (
+	DefaultAliasLimit     = 20
+	DefaultRootFieldLimit = 8
+	DefaultDirectiveLimit = 50
+	DefaultTokenLimit     = 1000
+)
+
 // Defaults of the websocket timing.
 const (
 	DefaultKeepAlive    = 15 * time.Second
@@ -84,6 +113,18 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	}
 	if opts.DepthLimit <= 0 {
 		opts.DepthLimit = DefaultDepthLimit
+	}
+	if opts.AliasLimit <= 0 {
+		opts.AliasLimit = DefaultAliasLimit
+	}
+	if opts.RootFieldLimit <= 0 {
+		opts.RootFieldLimit = DefaultRootFieldLimit
+	}
+	if opts.DirectiveLimit <= 0 {
+		opts.DirectiveLimit = DefaultDirectiveLimit
+	}
+	if opts.TokenLimit <= 0 {
+		opts.TokenLimit = DefaultTokenLimit
 	}
 	if opts.MaxConnectionsPerCaller <= 0 {
 		opts.MaxConnectionsPerCaller = DefaultMaxConnectionsPerCaller
@@ -132,6 +173,7 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	})
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](queryCacheSize))
+	srv.SetParserTokenLimit(opts.TokenLimit)
 	if opts.Introspection {
 		srv.Use(extension.Introspection{})
 	} else {
@@ -139,13 +181,54 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	}
 	// The shape check runs first: it is linear, and it keeps the complexity
 	// walk (exponential in nested fragment spreads) away from query bombs.
-	srv.Use(shapeLimit{maxDepth: opts.DepthLimit, maxFields: opts.ComplexityLimit})
+	srv.Use(shapeLimit{
+		maxDepth:      opts.DepthLimit,
+		maxFields:     opts.ComplexityLimit,
+		maxAliases:    opts.AliasLimit,
+		maxRootFields: opts.RootFieldLimit,
+		maxDirectives: opts.DirectiveLimit,
+	})
 	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
+	if opts.Charge != nil {
+		srv.Use(costCharge{charge: opts.Charge})
+	}
 	srv.Use(subscriptions{maxPerConnection: opts.MaxSubscriptionsPerConnection})
 	srv.SetErrorPresenter(presentError(opts.Logger))
 	srv.SetRecoverFunc(recoverPanic(opts.Logger))
 
-	return refuseForeignOrigins(origins, limitConnections(connections, srv))
+	return refuseForeignOrigins(origins, limitConnections(connections, refuseBatches(srv)))
+}
+
+// refuseBatches answers a POST whose body is a JSON array — a batch of
+// operations, which would dodge every per-operation limit — with 400 and a
+// clear reason. (gqlgen would refuse it too, but with a decoding error that
+// echoes the body back.) The body is bounded by the HTTP edge; one over that
+// bound is answered with 413.
+func refuseBatches(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.Body == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			refuseRequest(w, r, http.StatusRequestEntityTooLarge, coderun.EPayloadTooLarge,
+				fmt.Sprintf("the body is larger than %d bytes", tooLarge.Limit))
+			return
+		case err != nil:
+			refuseRequest(w, r, http.StatusBadRequest, coderun.EInvalidRequest, "could not read the request body")
+			return
+		}
+		if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '[' {
+			refuseRequest(w, r, http.StatusBadRequest, coderun.EInvalidRequest,
+				"batched operations are not supported: send one operation per request")
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
 }
 
 // authenticateConnection verifies a websocket's connection_init: the
@@ -208,7 +291,7 @@ func limitConnections(connections *callerConnections, next http.Handler) http.Ha
 		}
 		release, ok := connections.acquire(addressCaller(r))
 		if !ok {
-			refuseUpgrade(w, r, http.StatusTooManyRequests, codeConnectionLimit,
+			refuseRequest(w, r, http.StatusTooManyRequests, codeConnectionLimit,
 				fmt.Sprintf("at most %d websocket connections may wait to authenticate from one address", connections.max))
 			return
 		}
@@ -224,7 +307,7 @@ func limitConnections(connections *callerConnections, next http.Handler) http.Ha
 func refuseForeignOrigins(origins originPolicy, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "" && !origins.allows(r) {
-			refuseUpgrade(w, r, http.StatusForbidden, coderun.EForbidden,
+			refuseRequest(w, r, http.StatusForbidden, coderun.EForbidden,
 				fmt.Sprintf("origin %q may not open a websocket here", r.Header.Get("Origin")))
 			return
 		}
@@ -232,8 +315,8 @@ func refuseForeignOrigins(origins originPolicy, next http.Handler) http.Handler 
 	})
 }
 
-// refuseUpgrade answers a websocket upgrade with an error instead.
-func refuseUpgrade(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+// refuseRequest answers r with a GraphQL response holding one error.
+func refuseRequest(w http.ResponseWriter, r *http.Request, status int, code, message string) {
 	w.Header().Set("Content-Type", "application/json")
 	transport.SendError(w, status, &gqlerror.Error{
 		Message: message,

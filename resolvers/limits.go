@@ -2,13 +2,18 @@ package resolvers
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/gharart/coderun"
 )
 
 // Error codes of the cost limits. gqlgen's complexity extension sets the
@@ -16,19 +21,30 @@ import (
 const (
 	codeComplexityLimit = "COMPLEXITY_LIMIT_EXCEEDED"
 	codeDepthLimit      = "DEPTH_LIMIT_EXCEEDED"
+	codeAliasLimit      = "ALIAS_LIMIT_EXCEEDED"
+	codeRootFieldLimit  = "ROOT_FIELD_LIMIT_EXCEEDED"
+	codeDirectiveLimit  = "DIRECTIVE_LIMIT_EXCEEDED"
 )
 
 func init() {
 	// A query over a cost limit is a bad request, like one that fails
 	// validation: HTTP 422 and a websocket "error" message rather than a 200
 	// with errors. gqlgen keeps this table globally, so it is filled once here.
-	errcode.RegisterErrorType(codeComplexityLimit, errcode.KindProtocol)
-	errcode.RegisterErrorType(codeDepthLimit, errcode.KindProtocol)
+	for _, code := range []string{codeComplexityLimit, codeDepthLimit, codeAliasLimit, codeRootFieldLimit, codeDirectiveLimit, codeRateLimited} {
+		errcode.RegisterErrorType(code, errcode.KindProtocol)
+	}
 }
 
 // shapeLimit rejects, before any resolver runs, an operation whose fields nest
-// deeper than maxDepth or that holds more than maxFields fields once its
-// fragments are expanded.
+// deeper than maxDepth, that holds more than maxFields fields, maxAliases
+// aliases or maxDirectives directives once its fragments are expanded, or that
+// asks for more than maxRootFields fields at its top.
+//
+// Aliases and root fields: each alias resolves its field once more, and each
+// root field is a lookup of its own, so a flood of them multiplies the work of
+// one cheap field (the same handle looked up many times, say) past what
+// complexity prices well. Directives: each is evaluated for every field it
+// sits on.
 //
 // Depth: the graph links both ways (a runtime's handle has runtimes, …), so
 // without a bound a small query could fan out without end.
@@ -39,11 +55,16 @@ func init() {
 // hundred bytes of fragments that each spread the next twice take it
 // exponential time, while this walk measures each fragment once.
 //
-// Introspection fields are not counted: the standard introspection query is
-// deep by nature, gqlparser bounds it itself, and it may be switched off.
+// Introspection fields are not counted in depth and fields: the standard
+// introspection query is deep by nature, gqlparser bounds it itself, and it
+// may be switched off. They do count as aliases, root fields and directives,
+// which that query barely uses.
 type shapeLimit struct {
-	maxDepth  int
-	maxFields int
+	maxDepth      int
+	maxFields     int
+	maxAliases    int
+	maxRootFields int
+	maxDirectives int
 }
 
 var _ interface {
@@ -58,11 +79,21 @@ func (shapeLimit) Validate(graphql.ExecutableSchema) error { return nil }
 func (l shapeLimit) MutateOperationContext(_ context.Context, opCtx *graphql.OperationContext) *gqlerror.Error {
 	w := shapeWalker{fragments: map[string]shape{}}
 	s := w.selectionSet(opCtx.Operation.SelectionSet)
+	s.directives = saturatingAdd(s.directives, len(opCtx.Operation.Directives))
 	var err *gqlerror.Error
 	switch {
 	case s.depth > l.maxDepth:
 		err = gqlerror.Errorf("operation has depth %d, which exceeds the limit of %d", s.depth, l.maxDepth)
 		errcode.Set(err, codeDepthLimit)
+	case s.roots > l.maxRootFields:
+		err = gqlerror.Errorf("operation selects %d root fields, which exceeds the limit of %d", s.roots, l.maxRootFields)
+		errcode.Set(err, codeRootFieldLimit)
+	case s.aliases > l.maxAliases:
+		err = gqlerror.Errorf("operation uses %s aliases once its fragments are expanded, which exceeds the limit of %d", count(s.aliases), l.maxAliases)
+		errcode.Set(err, codeAliasLimit)
+	case s.directives > l.maxDirectives:
+		err = gqlerror.Errorf("operation uses %s directives once its fragments are expanded, which exceeds the limit of %d", count(s.directives), l.maxDirectives)
+		errcode.Set(err, codeDirectiveLimit)
 	case s.fields > l.maxFields:
 		err = gqlerror.Errorf("operation selects more than %d fields once its fragments are expanded, so its complexity exceeds the limit of %d", l.maxFields, l.maxFields)
 		errcode.Set(err, codeComplexityLimit)
@@ -70,10 +101,32 @@ func (l shapeLimit) MutateOperationContext(_ context.Context, opCtx *graphql.Ope
 	return err
 }
 
-// shape is how deep a selection nests and how many fields it holds.
+// shape is how deep a selection nests and what it holds. The counts saturate
+// at math.MaxInt.
 type shape struct {
-	depth  int
-	fields int // saturates at math.MaxInt
+	depth      int
+	fields     int
+	roots      int // fields of the selection itself, through fragments
+	aliases    int
+	directives int
+}
+
+func (s shape) plus(t shape) shape {
+	return shape{
+		depth:      max(s.depth, t.depth),
+		fields:     saturatingAdd(s.fields, t.fields),
+		roots:      saturatingAdd(s.roots, t.roots),
+		aliases:    saturatingAdd(s.aliases, t.aliases),
+		directives: saturatingAdd(s.directives, t.directives),
+	}
+}
+
+// count writes n, which may have saturated.
+func count(n int) string {
+	if n == math.MaxInt {
+		return "too many"
+	}
+	return strconv.Itoa(n)
 }
 
 // shapeWalker measures selections. A named fragment's shape does not depend on
@@ -89,19 +142,26 @@ func (w shapeWalker) selectionSet(set ast.SelectionSet) shape {
 		var s shape
 		switch sel := sel.(type) {
 		case *ast.Field:
-			if strings.HasPrefix(sel.Name, "__") {
-				continue
+			// Only the field itself counts of an introspection field: its
+			// selection is bounded by the token limit and gqlparser.
+			if !strings.HasPrefix(sel.Name, "__") {
+				s = w.selectionSet(sel.SelectionSet)
+				s.depth++
+				s.fields = saturatingAdd(s.fields, 1)
 			}
-			s = w.selectionSet(sel.SelectionSet)
-			s.depth++
-			s.fields = saturatingAdd(s.fields, 1)
+			s.roots = 1
+			if sel.Alias != "" && sel.Alias != sel.Name {
+				s.aliases = saturatingAdd(s.aliases, 1)
+			}
+			s.directives = saturatingAdd(s.directives, len(sel.Directives))
 		case *ast.InlineFragment:
 			s = w.selectionSet(sel.SelectionSet)
+			s.directives = saturatingAdd(s.directives, len(sel.Directives))
 		case *ast.FragmentSpread:
 			s = w.fragment(sel)
+			s.directives = saturatingAdd(s.directives, len(sel.Directives))
 		}
-		total.depth = max(total.depth, s.depth)
-		total.fields = saturatingAdd(total.fields, s.fields)
+		total = total.plus(s)
 	}
 	return total
 }
@@ -113,6 +173,7 @@ func (w shapeWalker) fragment(spread *ast.FragmentSpread) shape {
 	var s shape
 	if spread.Definition != nil {
 		s = w.selectionSet(spread.Definition.SelectionSet)
+		s.directives = saturatingAdd(s.directives, len(spread.Definition.Directives))
 	}
 	w.fragments[spread.Name] = s
 	return s
@@ -123,4 +184,45 @@ func saturatingAdd(a, b int) int {
 		return math.MaxInt
 	}
 	return a + b
+}
+
+// codeRateLimited refuses an operation that costs more than its caller's
+// bucket holds.
+const codeRateLimited = "RATE_LIMITED"
+
+// costCharge charges the caller, before any resolver runs, by the operation's
+// complexity as gqlgen's complexity extension computed it (it must run after
+// that extension): a query that asks for much costs as much as many that ask
+// for little.
+type costCharge struct {
+	charge func(ctx context.Context, cost int) error
+}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationContextMutator
+} = costCharge{}
+
+func (costCharge) ExtensionName() string { return "CostCharge" }
+
+func (costCharge) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (c costCharge) MutateOperationContext(ctx context.Context, opCtx *graphql.OperationContext) *gqlerror.Error {
+	stats, _ := opCtx.Stats.GetExtension(extension.ComplexityLimit{}.ExtensionName()).(*extension.ComplexityStats)
+	if stats == nil {
+		return nil
+	}
+	err := c.charge(ctx, stats.Complexity)
+	if err == nil {
+		return nil
+	}
+	gqlErr := gqlerror.Errorf("operation costs %d: %v", stats.Complexity, err)
+	errcode.Set(gqlErr, codeRateLimited)
+	if e := coderun.AsError(err); e != nil {
+		gqlErr.Message = fmt.Sprintf("operation costs %d: %s", stats.Complexity, e.Message)
+		if e.RetryAfter > 0 {
+			gqlErr.Extensions["retryAfter"] = int(math.Ceil(e.RetryAfter.Seconds()))
+		}
+	}
+	return gqlErr
 }

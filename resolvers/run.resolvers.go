@@ -10,6 +10,7 @@ import (
 
 	"github.com/gharart/coderun"
 	"github.com/gharart/coderun/graph"
+	"github.com/gharart/coderun/service"
 )
 
 // ID is the resolver for the id field.
@@ -68,8 +69,7 @@ func (r *handleResolver) Run(ctx context.Context, obj *coderun.Handle, runID str
 
 // SubmitCodeRun is the resolver for the submitCodeRun field.
 func (r *mutationResolver) SubmitCodeRun(ctx context.Context, handle string, input coderun.RunInput, idempotencyKey *string) (*coderun.Run, error) {
-	// idempotencyKey is reserved in the schema; the service does not take one yet.
-	run, err := r.svc.SubmitRun(ctx, handle, input)
+	run, _, err := r.svc.SubmitRun(ctx, handle, input, service.IdempotencyKey(deref(idempotencyKey)))
 	if err != nil {
 		return nil, err
 	}
@@ -78,8 +78,7 @@ func (r *mutationResolver) SubmitCodeRun(ctx context.Context, handle string, inp
 
 // CancelCodeRun is the resolver for the cancelCodeRun field.
 func (r *mutationResolver) CancelCodeRun(ctx context.Context, handle string, runID string, idempotencyKey *string) (*coderun.Run, error) {
-	// idempotencyKey is reserved in the schema; the service does not take one yet.
-	run, err := r.svc.CancelRun(ctx, handle, runID)
+	run, _, err := r.svc.CancelRun(ctx, handle, runID, service.IdempotencyKey(deref(idempotencyKey)))
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gharart/coderun"
 	"github.com/gharart/coderun/graph"
+	"github.com/gharart/coderun/service"
 )
 
 // ID is the resolver for the id field.
@@ -39,8 +40,7 @@ func (r *handleResolver) Runtime(ctx context.Context, obj *coderun.Handle, key s
 
 // PutCodeRuntime is the resolver for the putCodeRuntime field.
 func (r *mutationResolver) PutCodeRuntime(ctx context.Context, handle string, key string, input coderun.RuntimeInput, idempotencyKey *string) (*coderun.Runtime, error) {
-	// idempotencyKey is reserved in the schema; the service does not take one yet.
-	rt, _, err := r.svc.PutRuntime(ctx, handle, key, input)
+	rt, _, _, err := r.svc.PutRuntime(ctx, handle, key, input, service.IdempotencyKey(deref(idempotencyKey)))
 	if err != nil {
 		return nil, err
 	}
@@ -49,8 +49,7 @@ func (r *mutationResolver) PutCodeRuntime(ctx context.Context, handle string, ke
 
 // ValidateCodeRuntimeImage is the resolver for the validateCodeRuntimeImage field.
 func (r *mutationResolver) ValidateCodeRuntimeImage(ctx context.Context, handle string, key string, idempotencyKey *string) (*coderun.Runtime, error) {
-	// idempotencyKey is reserved in the schema; the service does not take one yet.
-	rt, err := r.svc.ValidateRuntimeImage(ctx, handle, key)
+	rt, _, err := r.svc.ValidateRuntimeImage(ctx, handle, key, service.IdempotencyKey(deref(idempotencyKey)))
 	if err != nil {
 		return nil, err
 	}

@@ -15,11 +15,12 @@ func (s *server) submitRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	run, err := s.svc.SubmitRun(r.Context(), r.PathValue("handle"), in)
+	run, replayed, err := s.svc.SubmitRun(r.Context(), r.PathValue("handle"), in, idempotencyKey(r))
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
+	markReplayed(w, replayed)
 	w.Header().Set("Location", "/v2/handles/"+run.Handle+"/code-runs/"+run.ID)
 	writeJSON(w, http.StatusAccepted, run)
 }
@@ -171,10 +172,11 @@ func (s *server) runOutput(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) cancelRun(w http.ResponseWriter, r *http.Request) {
-	run, err := s.svc.CancelRun(r.Context(), r.PathValue("handle"), r.PathValue("runId"))
+	run, replayed, err := s.svc.CancelRun(r.Context(), r.PathValue("handle"), r.PathValue("runId"), idempotencyKey(r))
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
+	markReplayed(w, replayed)
 	writeJSON(w, http.StatusAccepted, run)
 }

@@ -68,11 +68,12 @@ func (s *server) putRuntime(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	rt, created, err := s.svc.PutRuntime(r.Context(), r.PathValue("handle"), r.PathValue("runtimeKey"), in)
+	rt, created, replayed, err := s.svc.PutRuntime(r.Context(), r.PathValue("handle"), r.PathValue("runtimeKey"), in, idempotencyKey(r))
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
+	markReplayed(w, replayed)
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated
@@ -82,11 +83,12 @@ func (s *server) putRuntime(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) validateImage(w http.ResponseWriter, r *http.Request) {
-	rt, err := s.svc.ValidateRuntimeImage(r.Context(), r.PathValue("handle"), r.PathValue("runtimeKey"))
+	rt, replayed, err := s.svc.ValidateRuntimeImage(r.Context(), r.PathValue("handle"), r.PathValue("runtimeKey"), idempotencyKey(r))
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
+	markReplayed(w, replayed)
 	writeJSON(w, http.StatusOK, rt)
 }
 

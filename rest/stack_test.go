@@ -63,6 +63,13 @@ func forEachDatabase(t *testing.T, fn func(t *testing.T, dbURL string)) {
 
 func newStack(t *testing.T, dbURL string, images service.ImageChecker) *stack {
 	t.Helper()
+	return newStackWith(t, dbURL, service.Options{Images: images})
+}
+
+// newStackWith is newStack with the service's options (its clock, say); the
+// stack supplies Events.
+func newStackWith(t *testing.T, dbURL string, opts service.Options) *stack {
+	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, dbURL)
 	if err != nil {
@@ -73,7 +80,8 @@ func newStack(t *testing.T, dbURL string, images service.ImageChecker) *stack {
 		t.Fatal(err)
 	}
 	hub := events.NewHub(db, events.Options{Logger: quietLog})
-	svc := service.New(db, service.Options{Images: images, Events: hub})
+	opts.Events = hub
+	svc := service.New(db, opts)
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +175,15 @@ func (r response) json(t *testing.T) map[string]any {
 // do sends a request with an optional bearer token and JSON body.
 func (s *stack) do(method, path, token string, body any) response {
 	s.t.Helper()
+	r, err := s.send(method, path, token, body, nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return r
+}
+
+// send is do with extra headers, safe to call from any goroutine.
+func (s *stack) send(method, path, token string, body any, header http.Header) (response, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -175,13 +192,16 @@ func (s *stack) do(method, path, token string, body any) response {
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			s.t.Fatal(err)
+			return response{}, err
 		}
 		rd = bytes.NewReader(j)
 	}
 	req, err := http.NewRequest(method, s.url+path, rd)
 	if err != nil {
-		s.t.Fatal(err)
+		return response{}, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -191,11 +211,11 @@ func (s *stack) do(method, path, token string, body any) response {
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		s.t.Fatal(err)
+		return response{}, err
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return response{status: res.StatusCode, header: res.Header, body: b}
+	b, err := io.ReadAll(res.Body)
+	return response{status: res.StatusCode, header: res.Header, body: b}, err
 }
 
 // expectProblem asserts an RFC 9457 answer with the given status and code,

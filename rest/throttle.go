@@ -30,11 +30,14 @@ type Throttles struct {
 	AuthFailure Rate
 }
 
-// DefaultThrottles are generous for reads and tighter for writes.
+// DefaultThrottles are generous for reads and tighter for writes. GraphQL is
+// counted in cost (1 per request plus the operation's complexity): the burst
+// holds two operations at the complexity limit, and the refill is a hundred
+// small queries a second.
 var DefaultThrottles = Throttles{
 	Read:        Rate{PerSecond: 20, Burst: 100},
 	Write:       Rate{PerSecond: 5, Burst: 30},
-	GraphQL:     Rate{PerSecond: 20, Burst: 100},
+	GraphQL:     Rate{PerSecond: 300, Burst: 10000},
 	AuthFailure: Rate{PerSecond: 0.5, Burst: 20},
 }
 
@@ -172,16 +175,65 @@ func clientAddr(r *http.Request) string {
 
 // withThrottle charges every request to its caller's bucket for its class,
 // answers 429 when the bucket is empty, and puts the bucket's state in the
-// headers of every response.
+// headers of every response. A GraphQL request is charged 1 for itself here,
+// and its operation's cost through Charge once that is known.
 func withThrottle(th *throttle, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		class, rt := th.classOf(r)
-		v := th.take(class, callerOf(r.Context(), r), rt)
+		caller := callerOf(r.Context(), r)
+		v := th.take(class, caller, rt)
 		v.header(w.Header())
 		if !v.allowed {
 			writeError(w, r, v.err())
 			return
 		}
+		if class == "graphql" {
+			c := &charger{th: th, class: class, caller: caller, rate: rt}
+			// A websocket's operations run after the upgrade, when headers
+			// can no longer be sent, and may run at once.
+			if !isWebsocketUpgrade(r) {
+				c.header = w.Header()
+			}
+			r = r.WithContext(context.WithValue(r.Context(), chargerKey{}, c))
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// charger charges one request's caller more once the request's cost is known.
+type charger struct {
+	th     *throttle
+	class  string
+	caller string
+	rate   Rate
+	header http.Header // of the response, while it can still be sent
+}
+
+type chargerKey struct{}
+
+// Charge takes cost more tokens from the bucket of the request ctx belongs to
+// (a GraphQL request: the others are charged in full up front), updating its
+// rate-limit headers. It returns a rate_limited error, with RetryAfter, when
+// the bucket holds less than cost; then nothing is taken. Outside such a
+// request it does nothing.
+func Charge(ctx context.Context, cost int) error {
+	c, _ := ctx.Value(chargerKey{}).(*charger)
+	if c == nil || cost <= 0 {
+		return nil
+	}
+	if cost > c.rate.Burst {
+		return coderun.Errorf(coderun.ERateLimited, "a cost of %d is more than the %s quota of %d allows at once", cost, c.class, c.rate.Burst)
+	}
+	v := c.th.charge(c.class, c.caller, c.rate, cost)
+	if c.header != nil {
+		v.header(c.header)
+	}
+	if !v.allowed {
+		if v.retryAfter == 0 {
+			// The bucket holds a token or more, only not cost of them.
+			v.retryAfter = seconds((float64(cost) - float64(v.remaining)) / c.rate.PerSecond)
+		}
+		return v.err()
+	}
+	return nil
 }

@@ -33,3 +33,14 @@ echo "== generated code" >&2
 scripts/check-generated.sh
 echo "== go test -race" >&2
 go test -race -count=1 -timeout 15m ./...
+
+# In CI, a short fuzzing pass of every fuzz target after the tests.
+if [[ -n ${CI:-} ]]; then
+	echo "== fuzz (5 s each)" >&2
+	for target in \
+		auth:FuzzParsePAT auth:FuzzAuthenticate auth:FuzzJWT \
+		rest:FuzzPutRuntime rest:FuzzSubmitRun rest:FuzzDecodeJSON \
+		resolvers:FuzzGraphQL; do
+		go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime 5s "./${target%%:*}"
+	done
+fi

@@ -56,14 +56,14 @@ func TestFollowARunningRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			entry := "main.sh"
-			if _, _, err := svc.PutRuntime(alice, "acme", "sh", coderun.RuntimeInput{Image: "coderun-demo/busybox:1", Digest: digest, Command: []string{"sh", "main.sh"}, EntrypointFile: &entry}); err != nil {
+			if _, _, _, err := svc.PutRuntime(alice, "acme", "sh", coderun.RuntimeInput{Image: "coderun-demo/busybox:1", Digest: digest, Command: []string{"sh", "main.sh"}, EntrypointFile: &entry}, ""); err != nil {
 				t.Fatal(err)
 			}
-			if rt, err := svc.ValidateRuntimeImage(alice, "acme", "sh"); err != nil || !rt.Validated() {
+			if rt, _, err := svc.ValidateRuntimeImage(alice, "acme", "sh", ""); err != nil || !rt.Validated() {
 				t.Fatalf("validate: %+v %v", rt.Validation, err)
 			}
 			code := "for i in $(seq 1 40); do echo line $i; sleep 0.05; done"
-			run, err := svc.SubmitRun(alice, "acme", coderun.RunInput{RuntimeKey: "sh", Code: &code})
+			run, _, err := svc.SubmitRun(alice, "acme", coderun.RunInput{RuntimeKey: "sh", Code: &code}, "")
 			if err != nil {
 				t.Fatal(err)
 			}

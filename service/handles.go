@@ -24,13 +24,17 @@ func (s *Service) Handle(ctx context.Context, handle string) (coderun.Handle, er
 
 // HandleUsage returns what a handle is using of its limits now.
 func (s *Service) HandleUsage(ctx context.Context, handle string) (coderun.HandleUsage, error) {
-	u := coderun.HandleUsage{DailyWritesResetAt: nextUTCMidnight(s.now())}
+	now := s.now()
+	u := coderun.HandleUsage{DailyWritesResetAt: nextUTCMidnight(now)}
 	err := s.db.Read(ctx, func(tx *store.Tx) error {
 		if _, err := authorize(ctx, tx, handle, "", coderun.RoleViewer); err != nil {
 			return err
 		}
 		var err error
-		u.ActiveRuns, err = tx.CountActiveRuns(ctx, handle)
+		if u.ActiveRuns, err = tx.CountActiveRuns(ctx, handle); err != nil {
+			return err
+		}
+		u.DailyWritesUsed, err = tx.DailyWrites(ctx, handle, now)
 		return err
 	})
 	return u, err

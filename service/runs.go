@@ -42,70 +42,85 @@ type RunNotifier interface {
 
 // SubmitRun queues code to run in one of handle's validated runtimes. The
 // capacity check and the insert happen in one transaction, so concurrent
-// submissions cannot overshoot the handle's active-run limit.
-func (s *Service) SubmitRun(ctx context.Context, handle string, in coderun.RunInput) (coderun.Run, error) {
-	var run coderun.Run
-	err := s.db.InTx(ctx, func(tx *store.Tx) error {
-		if _, err := authorize(ctx, tx, handle, coderun.ScopeRunsWrite, coderun.RoleDeveloper); err != nil {
-			return err
-		}
-		if in.RuntimeKey == "" {
-			var errs coderun.ValidationErrors
-			errs.Add("runtimeKey", "required", "runtimeKey is required")
-			return errs.Err()
-		}
-		rt, err := tx.GetRuntime(ctx, handle, in.RuntimeKey)
+// submissions cannot overshoot the handle's active-run limit. replayed reports
+// an answer repeated for idem rather than a new run.
+func (s *Service) SubmitRun(ctx context.Context, handle string, in coderun.RunInput, idem IdempotencyKey) (run coderun.Run, replayed bool, err error) {
+	if err := idem.validate(); err != nil {
+		return run, false, err
+	}
+	w := write{handle: handle, key: idem, op: "SubmitRun", input: in}
+	err = s.db.InTx(ctx, func(tx *store.Tx) error {
+		p, err := authorize(ctx, tx, handle, coderun.ScopeRunsWrite, coderun.RoleDeveloper)
 		if err != nil {
 			return err
 		}
-		job, limits, err := jobFromInput(rt, in)
-		if err != nil {
-			return err
-		}
-		if !rt.Validated() {
-			return coderun.Errorf(coderun.ERuntimeNotValidated,
-				"runtime %q is %s for digest %s; validate its image first (POST …/validate-image)", rt.Key, rt.Validation.Status, rt.Digest)
-		}
-		h, err := tx.LockHandle(ctx, handle)
-		if err != nil {
-			return err
-		}
-		active, err := tx.CountActiveRuns(ctx, handle)
-		if err != nil {
-			return err
-		}
-		if active >= h.MaxActiveRuns {
-			e := coderun.Errorf(coderun.EActiveRunLimit, "handle %q has %d active runs, its limit; wait for one to finish", handle, active)
-			e.RetryAfter = activeRetryHint
-			e.Details = map[string]any{"activeRuns": active, "limit": h.MaxActiveRuns}
-			return e
-		}
-		now := s.now()
-		run = coderun.Run{
-			ID:          "run_" + ulid.Make().String(),
-			Handle:      handle,
-			RuntimeKey:  rt.Key,
-			Image:       job.Image,
-			Status:      coderun.RunQueued,
-			Limits:      limits,
-			Labels:      in.Labels,
-			CreatedAt:   now,
-			Transitions: []coderun.Transition{{Status: coderun.RunQueued, At: now, Reason: "submitted"}},
-		}
-		if run.Labels == nil {
-			run.Labels = map[string]string{}
-		}
-		job.RunID, job.Handle = run.ID, handle
-		return tx.CreateRun(ctx, run, job)
+		replayed, _, err = s.accept(ctx, tx, p, w, &run, func() (outcome, error) {
+			var err error
+			run, err = s.submitRun(ctx, tx, handle, in)
+			return outcomeAccepted, err
+		})
+		return err
 	})
-	if err != nil {
-		return run, err
+	if err != nil || replayed {
+		return run, replayed, err
 	}
 	s.published(run.ID)
 	if s.opts.Runs != nil {
 		s.opts.Runs.RunQueued()
 	}
-	return run, nil
+	return run, false, nil
+}
+
+// submitRun is SubmitRun's write; the caller holds the handle's row.
+func (s *Service) submitRun(ctx context.Context, tx *store.Tx, handle string, in coderun.RunInput) (coderun.Run, error) {
+	if in.RuntimeKey == "" {
+		var errs coderun.ValidationErrors
+		errs.Add("runtimeKey", "required", "runtimeKey is required")
+		return coderun.Run{}, errs.Err()
+	}
+	rt, err := tx.GetRuntime(ctx, handle, in.RuntimeKey)
+	if err != nil {
+		return coderun.Run{}, err
+	}
+	job, limits, err := jobFromInput(rt, in)
+	if err != nil {
+		return coderun.Run{}, err
+	}
+	if !rt.Validated() {
+		return coderun.Run{}, coderun.Errorf(coderun.ERuntimeNotValidated,
+			"runtime %q is %s for digest %s; validate its image first (POST …/validate-image)", rt.Key, rt.Validation.Status, rt.Digest)
+	}
+	h, err := tx.GetHandle(ctx, handle)
+	if err != nil {
+		return coderun.Run{}, err
+	}
+	active, err := tx.CountActiveRuns(ctx, handle)
+	if err != nil {
+		return coderun.Run{}, err
+	}
+	if active >= h.MaxActiveRuns {
+		e := coderun.Errorf(coderun.EActiveRunLimit, "handle %q has %d active runs, its limit; wait for one to finish", handle, active)
+		e.RetryAfter = activeRetryHint
+		e.Details = map[string]any{"activeRuns": active, "limit": h.MaxActiveRuns}
+		return coderun.Run{}, e
+	}
+	now := s.now()
+	run := coderun.Run{
+		ID:          "run_" + ulid.Make().String(),
+		Handle:      handle,
+		RuntimeKey:  rt.Key,
+		Image:       job.Image,
+		Status:      coderun.RunQueued,
+		Limits:      limits,
+		Labels:      in.Labels,
+		CreatedAt:   now,
+		Transitions: []coderun.Transition{{Status: coderun.RunQueued, At: now, Reason: "submitted"}},
+	}
+	if run.Labels == nil {
+		run.Labels = map[string]string{}
+	}
+	job.RunID, job.Handle = run.ID, handle
+	return run, tx.CreateRun(ctx, run, job)
 }
 
 // jobFromInput validates in against rt and returns the job a worker will run
@@ -324,49 +339,66 @@ const cancelWait = 5 * time.Second
 
 // CancelRun stops a run: a queued one is cancelled at once; a starting or
 // running one is killed by its worker and then cancelled. Cancelling again is
-// harmless; cancelling a finished run is a conflict.
-func (s *Service) CancelRun(ctx context.Context, handle, runID string) (coderun.Run, error) {
-	var run coderun.Run
-	err := s.db.InTx(ctx, func(tx *store.Tx) error {
-		if _, err := authorize(ctx, tx, handle, coderun.ScopeRunsWrite, coderun.RoleDeveloper); err != nil {
-			return err
-		}
-		var err error
-		if run, err = tx.GetRun(ctx, handle, runID); err != nil {
-			return err
-		}
-		if run.Status.Terminal() {
-			if run.Status == coderun.RunCancelled {
-				return nil
-			}
-			return coderun.Errorf(coderun.ERunAlreadyFinished, "run %s already finished: %s", runID, run.Status)
-		}
-		now := s.now()
-		err = coderun.Errorf(coderun.EConflict, "not queued")
-		if run.Status == coderun.RunQueued {
-			err = tx.FinishQueuedRun(ctx, runID, coderun.RunCancelled, now, "cancelled by "+principalName(ctx))
-		}
-		// A worker may have claimed it meanwhile: then its worker stops it.
-		if coderun.ErrorCode(err) == coderun.EConflict {
-			err = tx.RequestCancel(ctx, runID, now)
-		}
+// harmless; cancelling a finished run is a conflict. replayed reports an answer
+// repeated for idem rather than a new cancel.
+func (s *Service) CancelRun(ctx context.Context, handle, runID string, idem IdempotencyKey) (run coderun.Run, replayed bool, err error) {
+	if err := idem.validate(); err != nil {
+		return run, false, err
+	}
+	w := write{handle: handle, key: idem, op: "CancelRun", input: struct {
+		RunID string `json:"runId"`
+	}{runID}}
+	err = s.db.InTx(ctx, func(tx *store.Tx) error {
+		p, err := authorize(ctx, tx, handle, coderun.ScopeRunsWrite, coderun.RoleDeveloper)
 		if err != nil {
 			return err
 		}
-		run, err = tx.GetRun(ctx, handle, runID)
+		replayed, _, err = s.accept(ctx, tx, p, w, &run, func() (outcome, error) {
+			var err error
+			run, err = s.cancelRun(ctx, tx, handle, runID)
+			return outcomeAccepted, err
+		})
 		return err
 	})
-	if err != nil {
-		return run, err
+	if err != nil || replayed {
+		return run, replayed, err
 	}
 	if run.Status.Terminal() {
 		s.published(runID)
-		return run, nil
+		return run, false, nil
 	}
 	if s.opts.Runs != nil {
 		s.opts.Runs.CancelRequested(runID)
 	}
-	return s.awaitTerminal(ctx, handle, runID, cancelWait)
+	run, err = s.awaitTerminal(ctx, handle, runID, cancelWait)
+	return run, false, err
+}
+
+// cancelRun is CancelRun's write.
+func (s *Service) cancelRun(ctx context.Context, tx *store.Tx, handle, runID string) (coderun.Run, error) {
+	run, err := tx.GetRun(ctx, handle, runID)
+	if err != nil {
+		return run, err
+	}
+	if run.Status.Terminal() {
+		if run.Status == coderun.RunCancelled {
+			return run, nil
+		}
+		return run, coderun.Errorf(coderun.ERunAlreadyFinished, "run %s already finished: %s", runID, run.Status)
+	}
+	now := s.now()
+	err = coderun.Errorf(coderun.EConflict, "not queued")
+	if run.Status == coderun.RunQueued {
+		err = tx.FinishQueuedRun(ctx, runID, coderun.RunCancelled, now, "cancelled by "+principalName(ctx))
+	}
+	// A worker may have claimed it meanwhile: then its worker stops it.
+	if coderun.ErrorCode(err) == coderun.EConflict {
+		err = tx.RequestCancel(ctx, runID, now)
+	}
+	if err != nil {
+		return run, err
+	}
+	return tx.GetRun(ctx, handle, runID)
 }
 
 // awaitTerminal polls a run until it is terminal or wait has passed, and

@@ -63,58 +63,90 @@ func (s *Service) ListRuntimes(ctx context.Context, handle, cursor string, limit
 }
 
 // PutRuntime creates or replaces the runtime key of handle. A replaced runtime
-// keeps its validation only when its image and digest are unchanged.
-func (s *Service) PutRuntime(ctx context.Context, handle, key string, in coderun.RuntimeInput) (rt coderun.Runtime, created bool, err error) {
+// keeps its validation only when its image and digest are unchanged. replayed
+// reports an answer repeated for idem rather than a new write.
+func (s *Service) PutRuntime(ctx context.Context, handle, key string, in coderun.RuntimeInput, idem IdempotencyKey) (rt coderun.Runtime, created, replayed bool, err error) {
+	if err := idem.validate(); err != nil {
+		return rt, false, false, err
+	}
+	w := write{handle: handle, key: idem, op: "PutRuntime", input: struct {
+		Key string               `json:"key"`
+		In  coderun.RuntimeInput `json:"in"`
+	}{key, in}}
 	err = s.db.InTx(ctx, func(tx *store.Tx) error {
-		if _, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin); err != nil {
-			return err
-		}
-		rt, err = s.runtimeFromInput(handle, key, in)
+		p, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin)
 		if err != nil {
 			return err
 		}
-		now := s.now()
-		rt.CreatedAt, rt.UpdatedAt = now, now
-		rt.Validation = coderun.Validation{Status: coderun.ValidationPending}
-		old, err := tx.GetRuntime(ctx, handle, key)
-		switch {
-		case err == nil:
-			rt.CreatedAt = old.CreatedAt
-			if old.Image == rt.Image && old.Digest == rt.Digest {
-				rt.Validation = old.Validation
+		var o outcome
+		replayed, o, err = s.accept(ctx, tx, p, w, &rt, func() (outcome, error) {
+			var err error
+			if rt, created, err = s.putRuntime(ctx, tx, handle, key, in); err != nil || !created {
+				return outcomeOK, err
 			}
-		case coderun.ErrorCode(err) != coderun.ERuntimeNotFound:
-			return err
-		}
-		created, err = tx.PutRuntime(ctx, rt)
+			return outcomeCreated, nil
+		})
+		created = o == outcomeCreated
 		return err
 	})
+	return rt, created, replayed, err
+}
+
+// putRuntime is PutRuntime's write.
+func (s *Service) putRuntime(ctx context.Context, tx *store.Tx, handle, key string, in coderun.RuntimeInput) (rt coderun.Runtime, created bool, err error) {
+	if rt, err = s.runtimeFromInput(handle, key, in); err != nil {
+		return rt, false, err
+	}
+	now := s.now()
+	rt.CreatedAt, rt.UpdatedAt = now, now
+	rt.Validation = coderun.Validation{Status: coderun.ValidationPending}
+	old, err := tx.GetRuntime(ctx, handle, key)
+	switch {
+	case err == nil:
+		rt.CreatedAt = old.CreatedAt
+		if old.Image == rt.Image && old.Digest == rt.Digest {
+			rt.Validation = old.Validation
+		}
+	case coderun.ErrorCode(err) != coderun.ERuntimeNotFound:
+		return rt, false, err
+	}
+	created, err = tx.PutRuntime(ctx, rt)
 	return rt, created, err
 }
 
 // ValidateRuntimeImage checks the runtime's image and digest against the
 // registry (or the local engine), pulls image@digest, and records the outcome.
-// The check runs outside any transaction: it may take minutes.
-func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string) (coderun.Runtime, error) {
-	var rt coderun.Runtime
-	err := s.db.Read(ctx, func(tx *store.Tx) error {
-		if _, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin); err != nil {
+// The check runs outside any transaction: it may take minutes. replayed
+// reports an answer repeated for idem rather than a new check.
+func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, idem IdempotencyKey) (rt coderun.Runtime, replayed bool, err error) {
+	if err := idem.validate(); err != nil {
+		return rt, false, err
+	}
+	w := write{handle: handle, key: idem, op: "ValidateRuntimeImage", input: struct {
+		Key string `json:"key"`
+	}{key}}
+	err = s.db.Read(ctx, func(tx *store.Tx) error {
+		p, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin)
+		if err != nil {
 			return err
 		}
-		var err error
+		// A retry of a finished check need not check again.
+		if replayed, _, err = s.replay(ctx, tx, p, w, &rt); replayed || err != nil {
+			return err
+		}
 		rt, err = tx.GetRuntime(ctx, handle, key)
 		return err
 	})
-	if err != nil {
-		return rt, err
+	if err != nil || replayed {
+		return rt, replayed, err
 	}
 	if s.images == nil {
-		return rt, coderun.Errorf(coderun.EUnavailable, "no container engine is configured")
+		return rt, false, coderun.Errorf(coderun.EUnavailable, "no container engine is configured")
 	}
 	resolved, fail, err := s.images.CheckImage(ctx, rt.Image, rt.Digest)
 	if err != nil {
 		s.log.ErrorContext(ctx, "image check failed", "handle", handle, "runtime", key, "err", err)
-		return rt, coderun.Errorf(coderun.EUnavailable, "the container engine is unavailable; try again later")
+		return rt, false, coderun.Errorf(coderun.EUnavailable, "the container engine is unavailable; try again later")
 	}
 	checked := rt
 	now := s.now()
@@ -126,20 +158,28 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string) 
 		v.ResolvedDigest = &resolved
 	}
 	err = s.db.InTx(ctx, func(tx *store.Tx) error {
-		var err error
-		if rt, err = tx.GetRuntime(ctx, handle, key); err != nil {
+		// Authorized again: the caller's role may have changed during the check.
+		p, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin)
+		if err != nil {
 			return err
 		}
-		// A PUT that changed the image while we checked it wins: the outcome
-		// we hold is for bytes the runtime no longer names.
-		if rt.Image != checked.Image || rt.Digest != checked.Digest {
-			return nil
-		}
-		rt.Validation = v
-		_, err = tx.PutRuntime(ctx, rt)
+		replayed, _, err = s.accept(ctx, tx, p, w, &rt, func() (outcome, error) {
+			var err error
+			if rt, err = tx.GetRuntime(ctx, handle, key); err != nil {
+				return 0, err
+			}
+			// A PUT that changed the image while we checked it wins: the
+			// outcome we hold is for bytes the runtime no longer names.
+			if rt.Image != checked.Image || rt.Digest != checked.Digest {
+				return outcomeOK, nil
+			}
+			rt.Validation = v
+			_, err = tx.PutRuntime(ctx, rt)
+			return outcomeOK, err
+		})
 		return err
 	})
-	return rt, err
+	return rt, replayed, err
 }
 
 // runtimeFromInput validates in and returns the runtime it describes, every

@@ -67,6 +67,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Authenticator: authn,
 		GraphQL: resolvers.NewHandler(svc, resolvers.Options{
 			Authenticate:  authn.Authenticate,
+			Charge:        rest.Charge,
 			Introspection: cfg.Introspection,
 			Logger:        log,
 		}),
