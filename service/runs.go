@@ -45,21 +45,11 @@ type RunNotifier interface {
 // submissions cannot overshoot the handle's active-run limit. replayed reports
 // an answer repeated for idem rather than a new run.
 func (s *Service) SubmitRun(ctx context.Context, handle string, in coderun.RunInput, idem IdempotencyKey) (run coderun.Run, replayed bool, err error) {
-	if err := idem.validate(); err != nil {
-		return run, false, err
-	}
-	w := write{handle: handle, key: idem, op: "SubmitRun", input: in}
-	err = s.db.InTx(ctx, func(tx *store.Tx) error {
-		p, err := authorize(ctx, tx, handle, coderun.ScopeRunsWrite, coderun.RoleDeveloper)
-		if err != nil {
-			return err
-		}
-		replayed, _, err = s.accept(ctx, tx, p, w, &run, func() (outcome, error) {
-			var err error
-			run, err = s.submitRun(ctx, tx, handle, in)
-			return outcomeAccepted, err
-		})
-		return err
+	w := write{handle: handle, scope: coderun.ScopeRunsWrite, role: coderun.RoleDeveloper, key: idem, op: "SubmitRun", input: in}
+	replayed, _, err = s.commit(ctx, w, &run, func(tx *store.Tx) (outcome, error) {
+		var err error
+		run, err = s.submitRun(ctx, tx, handle, in)
+		return outcomeAccepted, err
 	})
 	if err != nil || replayed {
 		return run, replayed, err
@@ -342,23 +332,13 @@ const cancelWait = 5 * time.Second
 // harmless; cancelling a finished run is a conflict. replayed reports an answer
 // repeated for idem rather than a new cancel.
 func (s *Service) CancelRun(ctx context.Context, handle, runID string, idem IdempotencyKey) (run coderun.Run, replayed bool, err error) {
-	if err := idem.validate(); err != nil {
-		return run, false, err
-	}
-	w := write{handle: handle, key: idem, op: "CancelRun", input: struct {
+	w := write{handle: handle, scope: coderun.ScopeRunsWrite, role: coderun.RoleDeveloper, key: idem, op: "CancelRun", input: struct {
 		RunID string `json:"runId"`
 	}{runID}}
-	err = s.db.InTx(ctx, func(tx *store.Tx) error {
-		p, err := authorize(ctx, tx, handle, coderun.ScopeRunsWrite, coderun.RoleDeveloper)
-		if err != nil {
-			return err
-		}
-		replayed, _, err = s.accept(ctx, tx, p, w, &run, func() (outcome, error) {
-			var err error
-			run, err = s.cancelRun(ctx, tx, handle, runID)
-			return outcomeAccepted, err
-		})
-		return err
+	replayed, _, err = s.commit(ctx, w, &run, func(tx *store.Tx) (outcome, error) {
+		var err error
+		run, err = s.cancelRun(ctx, tx, handle, runID)
+		return outcomeAccepted, err
 	})
 	if err != nil || replayed {
 		return run, replayed, err

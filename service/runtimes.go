@@ -66,29 +66,19 @@ func (s *Service) ListRuntimes(ctx context.Context, handle, cursor string, limit
 // keeps its validation only when its image and digest are unchanged. replayed
 // reports an answer repeated for idem rather than a new write.
 func (s *Service) PutRuntime(ctx context.Context, handle, key string, in coderun.RuntimeInput, idem IdempotencyKey) (rt coderun.Runtime, created, replayed bool, err error) {
-	if err := idem.validate(); err != nil {
-		return rt, false, false, err
-	}
-	w := write{handle: handle, key: idem, op: "PutRuntime", input: struct {
+	w := write{handle: handle, scope: coderun.ScopeRuntimesWrite, role: coderun.RoleAdmin, key: idem, op: "PutRuntime", input: struct {
 		Key string               `json:"key"`
 		In  coderun.RuntimeInput `json:"in"`
 	}{key, in}}
-	err = s.db.InTx(ctx, func(tx *store.Tx) error {
-		p, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin)
-		if err != nil {
-			return err
+	var o outcome
+	replayed, o, err = s.commit(ctx, w, &rt, func(tx *store.Tx) (outcome, error) {
+		var err error
+		if rt, created, err = s.putRuntime(ctx, tx, handle, key, in); err != nil || !created {
+			return outcomeOK, err
 		}
-		var o outcome
-		replayed, o, err = s.accept(ctx, tx, p, w, &rt, func() (outcome, error) {
-			var err error
-			if rt, created, err = s.putRuntime(ctx, tx, handle, key, in); err != nil || !created {
-				return outcomeOK, err
-			}
-			return outcomeCreated, nil
-		})
-		created = o == outcomeCreated
-		return err
+		return outcomeCreated, nil
 	})
+	created = o == outcomeCreated
 	return rt, created, replayed, err
 }
 
@@ -122,11 +112,11 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 	if err := idem.validate(); err != nil {
 		return rt, false, err
 	}
-	w := write{handle: handle, key: idem, op: "ValidateRuntimeImage", input: struct {
+	w := write{handle: handle, scope: coderun.ScopeRuntimesWrite, role: coderun.RoleAdmin, key: idem, op: "ValidateRuntimeImage", input: struct {
 		Key string `json:"key"`
 	}{key}}
 	err = s.db.Read(ctx, func(tx *store.Tx) error {
-		p, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin)
+		p, err := authorize(ctx, tx, handle, w.scope, w.role)
 		if err != nil {
 			return err
 		}
@@ -157,27 +147,20 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 	if resolved != "" {
 		v.ResolvedDigest = &resolved
 	}
-	err = s.db.InTx(ctx, func(tx *store.Tx) error {
-		// Authorized again: the caller's role may have changed during the check.
-		p, err := authorize(ctx, tx, handle, coderun.ScopeRuntimesWrite, coderun.RoleAdmin)
-		if err != nil {
-			return err
+	// Authorized again: the caller's role may have changed during the check.
+	replayed, _, err = s.commit(ctx, w, &rt, func(tx *store.Tx) (outcome, error) {
+		var err error
+		if rt, err = tx.GetRuntime(ctx, handle, key); err != nil {
+			return 0, err
 		}
-		replayed, _, err = s.accept(ctx, tx, p, w, &rt, func() (outcome, error) {
-			var err error
-			if rt, err = tx.GetRuntime(ctx, handle, key); err != nil {
-				return 0, err
-			}
-			// A PUT that changed the image while we checked it wins: the
-			// outcome we hold is for bytes the runtime no longer names.
-			if rt.Image != checked.Image || rt.Digest != checked.Digest {
-				return outcomeOK, nil
-			}
-			rt.Validation = v
-			_, err = tx.PutRuntime(ctx, rt)
-			return outcomeOK, err
-		})
-		return err
+		// A PUT that changed the image while we checked it wins: the
+		// outcome we hold is for bytes the runtime no longer names.
+		if rt.Image != checked.Image || rt.Digest != checked.Digest {
+			return outcomeOK, nil
+		}
+		rt.Validation = v
+		_, err = tx.PutRuntime(ctx, rt)
+		return outcomeOK, err
 	})
 	return rt, replayed, err
 }

@@ -47,10 +47,13 @@ const (
 	outcomeAccepted outcome = 202
 )
 
-// write is one write as the daily limit and idempotency see it.
+// write is one write as access, the daily limit and idempotency see it.
 type write struct {
 	handle string
-	key    IdempotencyKey
+	// scope and role are what the caller needs to make it.
+	scope coderun.Scope
+	role  coderun.Role
+	key   IdempotencyKey
 	// op and input identify the request: a retry with the same key must repeat
 	// both (input holds the path's values and the body).
 	op    string
@@ -93,6 +96,23 @@ func (s *Service) replay(ctx context.Context, tx *store.Tx, p *coderun.Principal
 		return false, 0, fmt.Errorf("replay %s: stored result: %w", w.op, err)
 	}
 	return true, outcome(kept.Status), nil
+}
+
+// commit makes w in one transaction: the caller is authorized, then do runs
+// as an accepted write (see accept).
+func (s *Service) commit(ctx context.Context, w write, result any, do func(tx *store.Tx) (outcome, error)) (replayed bool, o outcome, err error) {
+	if err := w.key.validate(); err != nil {
+		return false, 0, err
+	}
+	err = s.db.InTx(ctx, func(tx *store.Tx) error {
+		p, err := authorize(ctx, tx, w.handle, w.scope, w.role)
+		if err != nil {
+			return err
+		}
+		replayed, o, err = s.accept(ctx, tx, p, w, result, func() (outcome, error) { return do(tx) })
+		return err
+	})
+	return replayed, o, err
 }
 
 // accept runs do as one accepted write of handle by p, inside tx. It holds the
