@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -133,20 +132,7 @@ type response struct {
 func (e *env) do(user, query string, vars map[string]any) response {
 	e.t.Helper()
 	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, _ := http.NewRequest(http.MethodPost, e.endpoint, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Test-User", user)
-	req.Header.Set("Authorization", e.jwt(user))
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	r := response{status: res.StatusCode, requestID: res.Header.Get("X-Request-Id")}
-	if err := json.Unmarshal(raw, &r); err != nil {
-		e.t.Fatalf("response is not JSON: %v\n%s", err, raw)
-	}
+	r, _ := e.raw(user, bytes.NewReader(body), int64(len(body)))
 	return r
 }
 
