@@ -35,6 +35,8 @@ type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Subscription() SubscriptionResolver
+	SupportReport() SupportReportResolver
+	Viewer() ViewerResolver
 	CodeRunInput() CodeRunInputResolver
 }
 
@@ -179,6 +181,7 @@ type ComplexityRoot struct {
 	Mutation struct {
 		CancelCodeRun            func(childComplexity int, handle string, runID string, idempotencyKey *string) int
 		PutCodeRuntime           func(childComplexity int, handle string, key string, input coderun.RuntimeInput, idempotencyKey *string) int
+		ReportSupportIssue       func(childComplexity int, input coderun.SupportReportInput, idempotencyKey *string) int
 		SubmitCodeRun            func(childComplexity int, handle string, input coderun.RunInput, idempotencyKey *string) int
 		ValidateCodeRuntimeImage func(childComplexity int, handle string, key string, idempotencyKey *string) int
 	}
@@ -199,11 +202,39 @@ type ComplexityRoot struct {
 	Query struct {
 		Handle func(childComplexity int, handle string) int
 		Node   func(childComplexity int, id string) int
+		Viewer func(childComplexity int) int
 	}
 
 	Subscription struct {
 		CodeRunOutput func(childComplexity int, handle string, runID string, afterSeq *int) int
 		CodeRunStatus func(childComplexity int, handle string, runID string) int
+	}
+
+	SupportReport struct {
+		CreatedAt          func(childComplexity int) int
+		Details            func(childComplexity int) int
+		Handle             func(childComplexity int) int
+		ID                 func(childComplexity int) int
+		ReproArtifactBytes func(childComplexity int) int
+		RequestID          func(childComplexity int) int
+		SessionID          func(childComplexity int) int
+		Status             func(childComplexity int) int
+		Summary            func(childComplexity int) int
+	}
+
+	SupportReportConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	SupportReportEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	Viewer struct {
+		SupportReports func(childComplexity int, first *int, after *string) int
+		UserID         func(childComplexity int) int
 	}
 }
 
@@ -242,14 +273,22 @@ type MutationResolver interface {
 	ValidateCodeRuntimeImage(ctx context.Context, handle string, key string, idempotencyKey *string) (*coderun.Runtime, error)
 	SubmitCodeRun(ctx context.Context, handle string, input coderun.RunInput, idempotencyKey *string) (*coderun.Run, error)
 	CancelCodeRun(ctx context.Context, handle string, runID string, idempotencyKey *string) (*coderun.Run, error)
+	ReportSupportIssue(ctx context.Context, input coderun.SupportReportInput, idempotencyKey *string) (*coderun.SupportReport, error)
 }
 type QueryResolver interface {
 	Handle(ctx context.Context, handle string) (*coderun.Handle, error)
 	Node(ctx context.Context, id string) (Node, error)
+	Viewer(ctx context.Context) (*coderun.Principal, error)
 }
 type SubscriptionResolver interface {
 	CodeRunStatus(ctx context.Context, handle string, runID string) (<-chan *coderun.RunStatusEvent, error)
 	CodeRunOutput(ctx context.Context, handle string, runID string, afterSeq *int) (<-chan *OutputChunk, error)
+}
+type SupportReportResolver interface {
+	ReproArtifactBytes(ctx context.Context, obj *coderun.SupportReport) (int, error)
+}
+type ViewerResolver interface {
+	SupportReports(ctx context.Context, obj *coderun.Principal, first *int, after *string) (*SupportReportConnection, error)
 }
 
 type CodeRunInputResolver interface {
@@ -838,6 +877,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.PutCodeRuntime(childComplexity, args["handle"].(string), args["key"].(string), args["input"].(coderun.RuntimeInput), args["idempotencyKey"].(*string)), true
+	case "Mutation.reportSupportIssue":
+		if e.ComplexityRoot.Mutation.ReportSupportIssue == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_reportSupportIssue_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ReportSupportIssue(childComplexity, args["input"].(coderun.SupportReportInput), args["idempotencyKey"].(*string)), true
 	case "Mutation.submitCodeRun":
 		if e.ComplexityRoot.Mutation.SubmitCodeRun == nil {
 			break
@@ -928,6 +978,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Node(childComplexity, args["id"].(string)), true
+	case "Query.viewer":
+		if e.ComplexityRoot.Query.Viewer == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.Viewer(childComplexity), true
 
 	case "Subscription.codeRunOutput":
 		if e.ComplexityRoot.Subscription.CodeRunOutput == nil {
@@ -952,6 +1008,105 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Subscription.CodeRunStatus(childComplexity, args["handle"].(string), args["runId"].(string)), true
 
+	case "SupportReport.createdAt":
+		if e.ComplexityRoot.SupportReport.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReport.CreatedAt(childComplexity), true
+	case "SupportReport.details":
+		if e.ComplexityRoot.SupportReport.Details == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReport.Details(childComplexity), true
+	case "SupportReport.handle":
+		if e.ComplexityRoot.SupportReport.Handle == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReport.Handle(childComplexity), true
+	case "SupportReport.reportId":
+		if e.ComplexityRoot.SupportReport.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReport.ID(childComplexity), true
+	case "SupportReport.reproArtifactBytes":
+		if e.ComplexityRoot.SupportReport.ReproArtifactBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReport.ReproArtifactBytes(childComplexity), true
+	case "SupportReport.requestId":
+		if e.ComplexityRoot.SupportReport.RequestID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReport.RequestID(childComplexity), true
+	case "SupportReport.sessionId":
+		if e.ComplexityRoot.SupportReport.SessionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReport.SessionID(childComplexity), true
+	case "SupportReport.status":
+		if e.ComplexityRoot.SupportReport.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReport.Status(childComplexity), true
+	case "SupportReport.summary":
+		if e.ComplexityRoot.SupportReport.Summary == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReport.Summary(childComplexity), true
+
+	case "SupportReportConnection.edges":
+		if e.ComplexityRoot.SupportReportConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReportConnection.Edges(childComplexity), true
+	case "SupportReportConnection.pageInfo":
+		if e.ComplexityRoot.SupportReportConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReportConnection.PageInfo(childComplexity), true
+
+	case "SupportReportEdge.cursor":
+		if e.ComplexityRoot.SupportReportEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReportEdge.Cursor(childComplexity), true
+	case "SupportReportEdge.node":
+		if e.ComplexityRoot.SupportReportEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SupportReportEdge.Node(childComplexity), true
+
+	case "Viewer.supportReports":
+		if e.ComplexityRoot.Viewer.SupportReports == nil {
+			break
+		}
+
+		args, err := ec.field_Viewer_supportReports_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Viewer.SupportReports(childComplexity, args["first"].(*int), args["after"].(*string)), true
+	case "Viewer.userId":
+		if e.ComplexityRoot.Viewer.UserID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Viewer.UserID(childComplexity), true
+
 	}
 	return 0, false
 }
@@ -966,6 +1121,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CodeRuntimeInput", ec.unmarshalInputCodeRuntimeInput),
 			graphql.NewInputUnmarshaler("CodeRuntimeLimitsInput", ec.unmarshalInputCodeRuntimeLimitsInput),
 			graphql.NewInputUnmarshaler("KeyValueInput", ec.unmarshalInputKeyValueInput),
+			graphql.NewInputUnmarshaler("SupportReportInput", ec.unmarshalInputSupportReportInput),
 		)
 	}
 	first := true
@@ -1273,15 +1429,16 @@ extend type Mutation {
   and the developer role. Fails with ` + "`" + `runtime_not_validated` + "`" + ` when the runtime's
   image is not validated for its digest, and ` + "`" + `active_run_limit_reached` + "`" + ` (with
   ` + "`" + `activeRuns` + "`" + `, ` + "`" + `limit` + "`" + ` and ` + "`" + `retryAfter` + "`" + ` in extensions) when the handle is at
-  its limit of active runs. ` + "`" + `idempotencyKey` + "`" + ` is reserved for request
-  de-duplication and is not honoured yet: a repeated call is a new run.
+  its limit of active runs. A retry with the same ` + "`" + `idempotencyKey` + "`" + ` answers the
+  first call again instead of queueing a second run.
   """
   submitCodeRun(handle: String!, input: CodeRunInput!, idempotencyKey: String): CodeRun!
   """
   Stops a run: a queued one is cancelled at once, a starting or running one is
   killed, and the answer shows it as it then stands (usually CANCELLED).
   Cancelling again is harmless; cancelling a finished run is
-  ` + "`" + `run_already_finished` + "`" + `. ` + "`" + `idempotencyKey` + "`" + ` is reserved and not honoured yet.
+  ` + "`" + `run_already_finished` + "`" + `. A retry with the same ` + "`" + `idempotencyKey` + "`" + ` answers the
+  first call again.
   """
   cancelCodeRun(handle: String!, runId: String!, idempotencyKey: String): CodeRun!
 }
@@ -1392,14 +1549,14 @@ input CodeRuntimeLimitsInput {
 type Mutation {
   """
   Creates or replaces the runtime ` + "`" + `key` + "`" + ` of ` + "`" + `handle` + "`" + `. Needs runtimes:write and the
-  admin role. ` + "`" + `idempotencyKey` + "`" + ` is reserved for request de-duplication and is not
-  honoured yet: a repeated call is a new write.
+  admin role. A retry with the same ` + "`" + `idempotencyKey` + "`" + ` answers the first call
+  again instead of writing twice (see CONTRACT.md "Limits and retries").
   """
   putCodeRuntime(handle: String!, key: String!, input: CodeRuntimeInput!, idempotencyKey: String): CodeRuntime!
   """
   Checks the runtime's image and digest against the registry (or the local engine
   for a local-only image) and pulls image@digest; the outcome is in ` + "`" + `validation` + "`" + `.
-  ` + "`" + `idempotencyKey` + "`" + ` is reserved for request de-duplication and is not honoured yet.
+  A retry with the same ` + "`" + `idempotencyKey` + "`" + ` answers the first check again.
   """
   validateCodeRuntimeImage(handle: String!, key: String!, idempotencyKey: String): CodeRuntime!
 }
@@ -1471,6 +1628,85 @@ type CodeRunStatusEvent {
   exitCode: Int
   "Why the run failed or errored beyond a plain non-zero exit."
   error: ErrorDetail
+}
+`, BuiltIn: false},
+	{Name: "../schema/support.graphqls", Input: `# Support reports: what a user files when something went wrong, citing the
+# request id (X-Request-Id) or session it is about.
+
+extend type Query {
+  "The signed-in caller."
+  viewer: Viewer!
+}
+
+"The signed-in caller: what belongs to them rather than to a handle."
+type Viewer {
+  "The caller's user id (the token's subject)."
+  userId: String!
+  """
+  The support reports the caller filed, newest first. Needs support:write. A
+  token bound to a handle lists only the reports naming that handle or none.
+  ` + "`" + `first` + "`" + ` is 1–100 (default 50).
+  """
+  supportReports(first: Int, after: String): SupportReportConnection!
+}
+
+"A support report as filed."
+type SupportReport {
+  "The report's id, e.g. ` + "`" + `rpt_01J…` + "`" + `."
+  reportId: String!
+  status: SupportReportStatus!
+  createdAt: Time!
+  summary: String!
+  details: String!
+  "The handle the report is about, if it names one."
+  handle: String
+  "The client session the report is about, if it names one."
+  sessionId: String
+  "The request the report cites (an ` + "`" + `X-Request-Id` + "`" + ` the reporter was given), if any."
+  requestId: String
+  "The size of the attached reproduction artifact in bytes; 0 without one."
+  reproArtifactBytes: Int!
+}
+
+enum SupportReportStatus {
+  "Stored, and waiting for support to look at it."
+  RECEIVED
+}
+
+"""
+A support report to file. ` + "`" + `summary` + "`" + ` is 1–200 characters on one line, ` + "`" + `details` + "`" + `
+1–10,000 characters, ` + "`" + `reproArtifact` + "`" + ` at most 64 KiB.
+"""
+input SupportReportInput {
+  summary: String!
+  details: String!
+  "A handle the caller is a member of (else ` + "`" + `handle_not_found` + "`" + `); the report then counts as one of its daily writes."
+  handle: String
+  sessionId: String
+  "A request id the caller was given (else ` + "`" + `request_not_found` + "`" + `), e.g. from a failed call's ` + "`" + `X-Request-Id` + "`" + `."
+  requestId: String
+  reproArtifact: String
+}
+
+type SupportReportConnection {
+  edges: [SupportReportEdge!]!
+  pageInfo: PageInfo!
+}
+
+type SupportReportEdge {
+  "The cursor to continue after this edge; only the last edge of a page with a next one carries it."
+  cursor: String
+  node: SupportReport!
+}
+
+extend type Mutation {
+  """
+  Files a support report from the caller. Needs support:write; any signed-in
+  user may file one. A report without a handle counts against the caller's own
+  daily number of them (50). ` + "`" + `idempotencyKey` + "`" + ` makes a retry answer the first
+  filing again instead of filing twice.
+  """
+  reportSupportIssue(input: SupportReportInput!, idempotencyKey: String): SupportReport!
 }
 `, BuiltIn: false},
 }
@@ -1776,6 +2012,60 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
 }
 
+func (ec *executionContext) childFields_SupportReport(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "reportId":
+		return ec.fieldContext_SupportReport_reportId(ctx, field)
+	case "status":
+		return ec.fieldContext_SupportReport_status(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_SupportReport_createdAt(ctx, field)
+	case "summary":
+		return ec.fieldContext_SupportReport_summary(ctx, field)
+	case "details":
+		return ec.fieldContext_SupportReport_details(ctx, field)
+	case "handle":
+		return ec.fieldContext_SupportReport_handle(ctx, field)
+	case "sessionId":
+		return ec.fieldContext_SupportReport_sessionId(ctx, field)
+	case "requestId":
+		return ec.fieldContext_SupportReport_requestId(ctx, field)
+	case "reproArtifactBytes":
+		return ec.fieldContext_SupportReport_reproArtifactBytes(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SupportReport", field.Name)
+}
+
+func (ec *executionContext) childFields_SupportReportConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_SupportReportConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_SupportReportConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SupportReportConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_SupportReportEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_SupportReportEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_SupportReportEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SupportReportEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "userId":
+		return ec.fieldContext_Viewer_userId(ctx, field)
+	case "supportReports":
+		return ec.fieldContext_Viewer_supportReports(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Viewer", field.Name)
+}
+
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "name":
@@ -2062,6 +2352,28 @@ func (ec *executionContext) field_Mutation_putCodeRuntime_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_reportSupportIssue_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (coderun.SupportReportInput, error) {
+			return ec.unmarshalNSupportReportInput2githubᚗcomᚋgharartᚋcoderunᚐSupportReportInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "idempotencyKey",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["idempotencyKey"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_submitCodeRun_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2213,6 +2525,28 @@ func (ec *executionContext) field_Subscription_codeRunStatus_args(ctx context.Co
 		return nil, err
 	}
 	args["runId"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Viewer_supportReports_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
 	return args, nil
 }
 
@@ -4692,6 +5026,50 @@ func (ec *executionContext) fieldContext_Mutation_cancelCodeRun(ctx context.Cont
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_reportSupportIssue(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_reportSupportIssue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ReportSupportIssue(ctx, fc.Args["input"].(coderun.SupportReportInput), fc.Args["idempotencyKey"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.SupportReport) graphql.Marshaler {
+			return ec.marshalNSupportReport2ᚖgithubᚗcomᚋgharartᚋcoderunᚐSupportReport(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_reportSupportIssue(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SupportReport(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_reportSupportIssue_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _OutputChunk_seq(ctx context.Context, field graphql.CollectedField, obj *OutputChunk) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4941,6 +5319,38 @@ func (ec *executionContext) fieldContext_Query_node(ctx context.Context, field g
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_viewer(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_viewer(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().Viewer(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.Principal) graphql.Marshaler {
+			return ec.marshalNViewer2ᚖgithubᚗcomᚋgharartᚋcoderunᚐPrincipal(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_viewer(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Viewer(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5099,6 +5509,399 @@ func (ec *executionContext) fieldContext_Subscription_codeRunOutput(ctx context.
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_codeRunOutput_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SupportReport_reportId(ctx context.Context, field graphql.CollectedField, obj *coderun.SupportReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReport_reportId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReport_reportId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _SupportReport_status(ctx context.Context, field graphql.CollectedField, obj *coderun.SupportReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReport_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v coderun.ReportStatus) graphql.Marshaler {
+			return ec.marshalNSupportReportStatus2githubᚗcomᚋgharartᚋcoderunᚐReportStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReport_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReport", field, false, false, "SupportReportStatus")
+}
+
+func (ec *executionContext) _SupportReport_createdAt(ctx context.Context, field graphql.CollectedField, obj *coderun.SupportReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReport_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReport_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReport", field, false, false, "Time")
+}
+
+func (ec *executionContext) _SupportReport_summary(ctx context.Context, field graphql.CollectedField, obj *coderun.SupportReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReport_summary(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Summary, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReport_summary(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _SupportReport_details(ctx context.Context, field graphql.CollectedField, obj *coderun.SupportReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReport_details(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Details, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReport_details(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _SupportReport_handle(ctx context.Context, field graphql.CollectedField, obj *coderun.SupportReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReport_handle(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Handle, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReport_handle(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _SupportReport_sessionId(ctx context.Context, field graphql.CollectedField, obj *coderun.SupportReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReport_sessionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SessionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReport_sessionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _SupportReport_requestId(ctx context.Context, field graphql.CollectedField, obj *coderun.SupportReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReport_requestId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RequestID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReport_requestId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _SupportReport_reproArtifactBytes(ctx context.Context, field graphql.CollectedField, obj *coderun.SupportReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReport_reproArtifactBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.SupportReport().ReproArtifactBytes(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReport_reproArtifactBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReport", field, true, true, "Int")
+}
+
+func (ec *executionContext) _SupportReportConnection_edges(ctx context.Context, field graphql.CollectedField, obj *SupportReportConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReportConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []SupportReportEdge) graphql.Marshaler {
+			return ec.marshalNSupportReportEdge2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐSupportReportEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReportConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SupportReportConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SupportReportEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SupportReportConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *SupportReportConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReportConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReportConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SupportReportConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SupportReportEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *SupportReportEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReportEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReportEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SupportReportEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _SupportReportEdge_node(ctx context.Context, field graphql.CollectedField, obj *SupportReportEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SupportReportEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *coderun.SupportReport) graphql.Marshaler {
+			return ec.marshalNSupportReport2ᚖgithubᚗcomᚋgharartᚋcoderunᚐSupportReport(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SupportReportEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SupportReportEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SupportReport(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Viewer_userId(ctx context.Context, field graphql.CollectedField, obj *coderun.Principal) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Viewer_userId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UserID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Viewer_userId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Viewer", field, false, false, "String")
+}
+
+func (ec *executionContext) _Viewer_supportReports(ctx context.Context, field graphql.CollectedField, obj *coderun.Principal) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Viewer_supportReports(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Viewer().SupportReports(ctx, obj, fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *SupportReportConnection) graphql.Marshaler {
+			return ec.marshalNSupportReportConnection2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐSupportReportConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Viewer_supportReports(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Viewer",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SupportReportConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Viewer_supportReports_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -6532,6 +7335,83 @@ func UnmarshalKeyValueInput(ctx context.Context, raw any) (KeyValueInput, error)
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputSupportReportInput(ctx context.Context, obj any) (coderun.SupportReportInput, error) {
+	var it coderun.SupportReportInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"summary", "details", "handle", "sessionId", "requestId", "reproArtifact"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "summary":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("summary"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Summary = data
+		case "details":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("details"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Details = data
+		case "handle":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("handle"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Handle = data
+		case "sessionId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sessionId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SessionID = data
+		case "requestId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestID = data
+		case "reproArtifact":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reproArtifact"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReproArtifact = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSupportReportInput unmarshals raw into the SupportReportInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSupportReportInput(ctx context.Context, raw any) (coderun.SupportReportInput, error) {
+	var out coderun.SupportReportInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SupportReportInput", raw, &out)
+	return out, err
+}
+
 // endregion **************************** input.gotpl *****************************
 
 // region    ************************** interface.gotpl ***************************
@@ -7532,6 +8412,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "reportSupportIssue":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_reportSupportIssue(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -7671,6 +8558,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_node(ctx, field)
 				})
+		case "viewer":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_viewer(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -7722,6 +8615,195 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 	default:
 		panic("unknown field " + strconv.Quote(fields[0].Name))
 	}
+}
+
+var supportReportImplementors = []string{"SupportReport"}
+
+func (ec *executionContext) _SupportReport(ctx context.Context, sel ast.SelectionSet, obj *coderun.SupportReport) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, supportReportImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SupportReport")
+		case "reportId":
+			out.Values[i] = ec._SupportReport_reportId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._SupportReport_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._SupportReport_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "summary":
+			out.Values[i] = ec._SupportReport_summary(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "details":
+			out.Values[i] = ec._SupportReport_details(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "handle":
+			out.Values[i] = ec._SupportReport_handle(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "sessionId":
+			out.Values[i] = ec._SupportReport_sessionId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "requestId":
+			out.Values[i] = ec._SupportReport_requestId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "reproArtifactBytes":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._SupportReport_reproArtifactBytes(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var supportReportConnectionImplementors = []string{"SupportReportConnection"}
+
+func (ec *executionContext) _SupportReportConnection(ctx context.Context, sel ast.SelectionSet, obj *SupportReportConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, supportReportConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SupportReportConnection")
+		case "edges":
+			out.Values[i] = ec._SupportReportConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._SupportReportConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var supportReportEdgeImplementors = []string{"SupportReportEdge"}
+
+func (ec *executionContext) _SupportReportEdge(ctx context.Context, sel ast.SelectionSet, obj *SupportReportEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, supportReportEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SupportReportEdge")
+		case "cursor":
+			out.Values[i] = ec._SupportReportEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._SupportReportEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var viewerImplementors = []string{"Viewer"}
+
+func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, obj *coderun.Principal) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, viewerImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Viewer")
+		case "userId":
+			out.Values[i] = ec._Viewer_userId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "supportReports":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Viewer_supportReports(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
 }
 
 var __DirectiveImplementors = []string{"__Directive"}
@@ -8541,6 +9623,71 @@ func (ec *executionContext) marshalNString2ᚕstringᚄ(ctx context.Context, sel
 	return ret
 }
 
+func (ec *executionContext) marshalNSupportReport2ᚖgithubᚗcomᚋgharartᚋcoderunᚐSupportReport(ctx context.Context, sel ast.SelectionSet, v *coderun.SupportReport) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SupportReport!")
+		return graphql.Null
+	}
+	return ec._SupportReport(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNSupportReportConnection2ᚖgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐSupportReportConnection(ctx context.Context, sel ast.SelectionSet, v *SupportReportConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SupportReportConnection!")
+		return graphql.Null
+	}
+	return ec._SupportReportConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNSupportReportEdge2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐSupportReportEdge(ctx context.Context, sel ast.SelectionSet, v SupportReportEdge) graphql.Marshaler {
+	return ec._SupportReportEdge(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNSupportReportEdge2ᚕgithubᚗcomᚋgharartᚋcoderunᚋgraphᚐSupportReportEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []SupportReportEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNSupportReportEdge2githubᚗcomᚋgharartᚋcoderunᚋgraphᚐSupportReportEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNSupportReportInput2githubᚗcomᚋgharartᚋcoderunᚐSupportReportInput(ctx context.Context, v any) (coderun.SupportReportInput, error) {
+	res, err := ec.unmarshalInputSupportReportInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNSupportReportStatus2githubᚗcomᚋgharartᚋcoderunᚐReportStatus(ctx context.Context, v any) (coderun.ReportStatus, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNSupportReportStatus2githubᚗcomᚋgharartᚋcoderunᚐReportStatus[tmp]
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSupportReportStatus2githubᚗcomᚋgharartᚋcoderunᚐReportStatus(ctx context.Context, sel ast.SelectionSet, v coderun.ReportStatus) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNSupportReportStatus2githubᚗcomᚋgharartᚋcoderunᚐReportStatus[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "SupportReportStatus!")
+	}
+	return res
+}
+
+var (
+	unmarshalNSupportReportStatus2githubᚗcomᚋgharartᚋcoderunᚐReportStatus = map[string]coderun.ReportStatus{
+		"RECEIVED": coderun.ReportReceived,
+	}
+	marshalNSupportReportStatus2githubᚗcomᚋgharartᚋcoderunᚐReportStatus = map[coderun.ReportStatus]string{
+		coderun.ReportReceived: "RECEIVED",
+	}
+)
+
 func (ec *executionContext) unmarshalNTime2timeᚐTime(ctx context.Context, v any) (time.Time, error) {
 	res, err := graphql.UnmarshalTime(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -8553,6 +9700,14 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNViewer2ᚖgithubᚗcomᚋgharartᚋcoderunᚐPrincipal(ctx context.Context, sel ast.SelectionSet, v *coderun.Principal) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Viewer!")
+		return graphql.Null
+	}
+	return ec._Viewer(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx context.Context, sel ast.SelectionSet, v introspection.Directive) graphql.Marshaler {

@@ -84,3 +84,14 @@ type PageInfo struct {
 	// The cursor to pass as `after` for the next page; null on the last page.
 	EndCursor *string `json:"endCursor,omitempty"`
 }
+
+type SupportReportConnection struct {
+	Edges    []SupportReportEdge `json:"edges"`
+	PageInfo *PageInfo           `json:"pageInfo"`
+}
+
+type SupportReportEdge struct {
+	// The cursor to continue after this edge; only the last edge of a page with a next one carries it.
+	Cursor *string                `json:"cursor,omitempty"`
+	Node   *coderun.SupportReport `json:"node"`
+}

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,7 +35,7 @@ type env struct {
 	srv *httptest.Server
 	// endpoint is where operations are POSTed.
 	endpoint string
-	logs     *syncBuffer
+	logs     *testenv.LogBuffer
 }
 
 // newEnv serves the GraphQL handler over a real service on a fresh SQLite
@@ -47,12 +45,14 @@ type env struct {
 func newEnv(t *testing.T, opts resolvers.Options) *env {
 	t.Helper()
 	db := openDB(t)
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	if opts.Authenticate == nil {
 		opts.Authenticate = newAuthenticator(nil).Authenticate
 	}
 	svc := service.New(db, service.Options{Logger: opts.Logger})
+	// The requests served are written before the database closes.
+	t.Cleanup(func() { svc.FlushRequests(context.Background()) })
 	srv := httptest.NewServer(withTestEdge(resolvers.NewHandler(svc, opts)))
 	t.Cleanup(srv.Close)
 	return &env{t: t, db: db, srv: srv, endpoint: srv.URL, logs: logs}
@@ -172,21 +172,4 @@ func (e *env) jwt(user string) string {
 		e.t.Fatal(err)
 	}
 	return "Bearer " + token
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,6 +1,7 @@
 package resolvers_test
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -33,6 +34,8 @@ func FuzzGraphQL(f *testing.F) {
 	db := openDB(f)
 	quiet := slog.New(slog.DiscardHandler)
 	svc := service.New(db, service.Options{Logger: quiet})
+	// The requests served are written before the database closes.
+	f.Cleanup(func() { svc.FlushRequests(context.Background()) })
 	h := withTestEdge(resolvers.NewHandler(svc, resolvers.Options{
 		Authenticate:  newAuthenticator(nil).Authenticate,
 		Introspection: true,

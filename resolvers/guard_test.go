@@ -2,7 +2,9 @@ package resolvers_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gharart/coderun/internal/testenv"
 	"github.com/gharart/coderun/resolvers"
 	"github.com/gharart/coderun/rest"
 	"github.com/gharart/coderun/service"
@@ -130,10 +133,12 @@ fragment TypeRef on __Type {
 func edgeEnv(t *testing.T, graphql rest.Rate, maxBody int64) *env {
 	t.Helper()
 	db := openDB(t)
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	e := &env{t: t, db: db, logs: logs}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	svc := service.New(db, service.Options{Logger: log})
+	// The requests served are written before the database closes.
+	t.Cleanup(func() { svc.FlushRequests(context.Background()) })
 	authn := newAuthenticator(svc)
 	throttles := rest.DefaultThrottles
 	throttles.GraphQL = graphql
@@ -165,8 +170,8 @@ func TestOperationsAreChargedByCost(t *testing.T) {
 
 	second, res := e.post("alice", costly)
 	got := onlyError(t, second, "RATE_LIMITED")
-	if second.status != http.StatusUnprocessableEntity || len(second.Data) != 0 && string(second.Data) != "null" {
-		t.Errorf("second: status %d, data %s", second.status, second.Data)
+	if second.status != http.StatusTooManyRequests || len(second.Data) != 0 && string(second.Data) != "null" {
+		t.Errorf("second: status %d, data %s; want 429 and no data", second.status, second.Data)
 	}
 	if !strings.HasPrefix(got.Message, "operation costs 62: ") {
 		t.Errorf("message = %q", got.Message)
@@ -176,6 +181,11 @@ func TestOperationsAreChargedByCost(t *testing.T) {
 	}
 	if res.Header.Get("RateLimit-Policy") != `"graphql";q=100;w=100` || !strings.HasPrefix(res.Header.Get("RateLimit"), `"graphql";r=36;`) {
 		t.Errorf("headers: RateLimit-Policy %q, RateLimit %q", res.Header.Get("RateLimit-Policy"), res.Header.Get("RateLimit"))
+	}
+	// Retry-After, the RateLimit header's t and extensions.retryAfter agree.
+	retry := res.Header.Get("Retry-After")
+	if want := fmt.Sprint(got.Extensions["retryAfter"]); retry != want || !strings.HasSuffix(res.Header.Get("RateLimit"), ";t="+retry) {
+		t.Errorf("Retry-After %q, RateLimit %q, extensions.retryAfter %s; want all the same", retry, res.Header.Get("RateLimit"), want)
 	}
 
 	// A cheap one still fits; another caller's bucket is untouched.

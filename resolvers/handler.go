@@ -149,6 +149,9 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	cfg.Complexity.Handle.Runs = func(childComplexity int, first *int, _ *string, _ []coderun.RunStatus) int {
 		return connectionComplexity(childComplexity, first)
 	}
+	cfg.Complexity.Viewer.SupportReports = func(childComplexity int, first *int, _ *string) int {
+		return connectionComplexity(childComplexity, first)
+	}
 	cfg.Complexity.CodeRun.Output = func(childComplexity int, _ *int, first *int) int {
 		return outputComplexity(childComplexity, first)
 	}

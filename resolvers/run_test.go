@@ -46,7 +46,7 @@ func newRunEnvWith(t testing.TB, opts resolvers.Options, hubOpts events.Options)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { engine.Close() })
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 
 	hubOpts.Logger = log
@@ -58,6 +58,8 @@ func newRunEnvWith(t testing.TB, opts resolvers.Options, hubOpts events.Options)
 	t.Cleanup(func() { stop(); <-stopped })
 
 	svc := service.New(db, service.Options{Images: engine, Runs: w, Events: hub, Logger: log})
+	// The requests served are written before the database closes.
+	t.Cleanup(func() { svc.FlushRequests(context.Background()) })
 	authn := newAuthenticator(svc)
 	opts.Authenticate, opts.Logger = authn.Authenticate, log
 	// Subscribers open many websockets in a burst; the per-caller GraphQL

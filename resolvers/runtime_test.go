@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gharart/coderun/internal/testenv"
 	"github.com/gharart/coderun/resolvers"
 )
 
@@ -305,7 +306,7 @@ func TestInternalErrorsAreLoggedNotShown(t *testing.T) {
 }
 
 func TestPanicsAreRecoveredAsInternalErrors(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	// With no service behind it, the first resolver to call one panics.
 	h := resolvers.NewHandler(nil, resolvers.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	srv := httptest.NewServer(withTestEdge(h))

@@ -28,6 +28,8 @@ func fuzzServer(f *testing.F) (http.Handler, string) {
 		f.Fatal(err)
 	}
 	svc := service.New(db, service.Options{Logger: quietLog})
+	// The requests served are written before the database closes.
+	f.Cleanup(func() { svc.FlushRequests(context.Background()) })
 	if _, err := svc.CreateHandle(ctx, "acme", "alice", 1<<20, 0); err != nil {
 		f.Fatal(err)
 	}
@@ -108,4 +110,47 @@ func pathSegment(s string) string {
 		return "k"
 	}
 	return b.String()
+}
+
+// FuzzReportSupportIssue fuzzes a support report's body and its
+// Idempotency-Key: no answer is a server error, a malformed key is always a
+// 400, and a well-formed key with a good body files (or replays) a report, or
+// meets the daily cap.
+func FuzzReportSupportIssue(f *testing.F) {
+	h, token := fuzzServer(f)
+	for _, seed := range [][2]string{
+		{"rpt-1", `{"summary":"it broke","details":"see request","handle":"acme","sessionId":"s1","requestId":"req_01JD0000000000000000000000","reproArtifact":"x"}`},
+		{"", `{"summary":"","details":"","handle":""}`},
+		{"k\x00ey", `{"summary":"\u0000","details":null}`},
+		{strings.Repeat("k", 256), `{"summary":"s","details":"d","requestId":"req_../../etc"}`},
+		{"ключ", `{"summary":"s","details":"d","extra":true}`},
+		{" ", `[]`},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	good := `{"summary":"s","details":"d"}`
+	f.Fuzz(func(t *testing.T, key, body string) {
+		valid := len(key) <= 255
+		for i := 0; i < len(key); i++ {
+			valid = valid && key[i] >= 0x20 && key[i] < 0x7f
+		}
+		for _, b := range []string{body, good} {
+			req := httptest.NewRequest("POST", "/v2/support/report", strings.NewReader(b))
+			req.Header.Set("Authorization", "Bearer "+token)
+			if key != "" {
+				req.Header["Idempotency-Key"] = []string{key}
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			switch {
+			case rec.Code >= 500:
+				t.Fatalf("key %q body %q: %d %s", key, b, rec.Code, rec.Body)
+			case !valid && rec.Code != http.StatusBadRequest:
+				t.Fatalf("malformed key %q: %d %s", key, rec.Code, rec.Body)
+			case valid && b == good && rec.Code != http.StatusCreated && rec.Code != http.StatusTooManyRequests &&
+				!(rec.Code == http.StatusUnprocessableEntity && strings.Contains(rec.Body.String(), "idempotency_key_reused")):
+				t.Fatalf("key %q, good body: %d %s", key, rec.Code, rec.Body)
+			}
+		}
+	})
 }

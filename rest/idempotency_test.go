@@ -248,3 +248,95 @@ func TestDailyWriteLimitUnderConcurrency(t *testing.T) {
 		}
 	})
 }
+
+// gatedChecker is an image check that waits at a gate: a write in flight for
+// as long as a test needs.
+type gatedChecker struct {
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g gatedChecker) CheckImage(ctx context.Context, image, digest string) (string, *coderun.ErrorDetail, error) {
+	g.entered <- struct{}{}
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return "", nil, ctx.Err()
+	}
+	return digest, nil, nil
+}
+
+// A retry made while the first attempt is still in flight is told so (409,
+// Retry-After: 1) and writes nothing; once the first is answered, a retry
+// gets that answer. A write that fails keeps no answer: its key is free again.
+func TestIdempotencyKeyInFlight(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, dbURL string) {
+		g := gatedChecker{entered: make(chan struct{}, 4), gate: make(chan struct{})}
+		s := newStack(t, dbURL, g)
+		s.handle("acme", "alice")
+		tok := s.userJWT("alice")
+		if r := s.do("PUT", "/v2/handles/acme/code-runtimes/sh", tok, runtimeBody("busybox", aDigest)); r.status != http.StatusCreated {
+			t.Fatalf("put: %d %s", r.status, r.body)
+		}
+		// A write that fails keeps nothing under its key.
+		submit := map[string]any{"runtimeKey": "sh", "code": "echo hi"}
+		r, err := s.send("POST", "/v2/handles/acme/code-runs", tok, submit, withKey("run-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectProblem(t, r, http.StatusConflict, "runtime_not_validated")
+
+		validate := "/v2/handles/acme/code-runtimes/sh/validate-image"
+		firstDone := make(chan response, 1)
+		go func() {
+			r, err := s.send("POST", validate, tok, nil, withKey("check-1"))
+			if err != nil {
+				t.Error(err)
+			}
+			firstDone <- r
+		}()
+		<-g.entered // the first attempt is checking the image
+
+		r, err = s.send("POST", validate, tok, nil, withKey("check-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectProblem(t, r, http.StatusConflict, "idempotency_key_in_use")
+		if r.header.Get("Retry-After") != "1" {
+			t.Fatalf("Retry-After %q, want 1", r.header.Get("Retry-After"))
+		}
+		// Another request with the key is refused as such even in flight.
+		r, err = s.send("PUT", "/v2/handles/acme/code-runtimes/sh", tok, runtimeBody("busybox", aDigest), withKey("check-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectProblem(t, r, http.StatusUnprocessableEntity, "idempotency_key_reused")
+		select {
+		case <-g.entered:
+			t.Fatal("a retry in flight checked the image again")
+		default:
+		}
+
+		close(g.gate)
+		first := <-firstDone
+		if first.status != http.StatusOK || first.json(t)["validation"].(map[string]any)["status"] != "validated" {
+			t.Fatalf("first attempt: %d %s", first.status, first.body)
+		}
+		r, err = s.send("POST", validate, tok, nil, withKey("check-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.status != http.StatusOK || r.header.Get("Idempotent-Replayed") != "true" || string(r.body) != string(first.body) {
+			t.Fatalf("retry after: %d replayed=%q\n%s\nwant\n%s", r.status, r.header.Get("Idempotent-Replayed"), r.body, first.body)
+		}
+
+		// The submission that failed before is made afresh now it can succeed.
+		r, err = s.send("POST", "/v2/handles/acme/code-runs", tok, submit, withKey("run-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.status != http.StatusAccepted || r.header.Get("Idempotent-Replayed") != "" {
+			t.Fatalf("submission after the failed one: %d replayed=%q %s", r.status, r.header.Get("Idempotent-Replayed"), r.body)
+		}
+	})
+}

@@ -92,15 +92,18 @@ func TestOpenAPISchemasMatchObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, v := range map[string]any{
-		"Runtime":      coderun.Runtime{},
-		"Limits":       coderun.Limits{},
-		"Validation":   coderun.Validation{},
-		"RuntimeList":  list[coderun.Runtime]{},
-		"Problem":      withDetails(problem{Errors: []coderun.FieldError{{}}, RetryAfter: 1}, map[string]any{"activeRuns": 1, "limit": 1}),
-		"Run":          coderun.Run{},
-		"RunList":      runList{},
-		"RunOutput":    fullOutput{},
-		"OutputChunks": chunkPage{},
+		"Runtime":              coderun.Runtime{},
+		"Limits":               coderun.Limits{},
+		"Validation":           coderun.Validation{},
+		"RuntimeList":          list[coderun.Runtime]{},
+		"Problem":              withDetails(problem{Errors: []coderun.FieldError{{}}, RetryAfter: 1}, map[string]any{"activeRuns": 1, "limit": 1}),
+		"Run":                  coderun.Run{},
+		"RunList":              runList{},
+		"RunOutput":            fullOutput{},
+		"OutputChunks":         chunkPage{},
+		"SupportReportReceipt": reportReceipt{},
+		"SupportReport":        reportView{},
+		"SupportReportList":    list[reportView]{},
 	} {
 		b, _ := json.Marshal(v)
 		var obj map[string]any

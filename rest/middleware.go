@@ -50,18 +50,27 @@ func withRecover(log *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
-// recorder remembers the status a handler answered with.
+// recorder remembers the status a handler answered with, and tells onHeader
+// before any of the answer can reach the client.
 type recorder struct {
 	http.ResponseWriter
 	status      int
 	wroteHeader bool
+	onHeader    func(status int)
 }
 
 func (r *recorder) WriteHeader(status int) {
 	if !r.wroteHeader {
-		r.status, r.wroteHeader = status, true
+		r.answered(status)
 	}
 	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) answered(status int) {
+	r.status, r.wroteHeader = status, true
+	if r.onHeader != nil {
+		r.onHeader(status)
+	}
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
@@ -80,7 +89,7 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !ok {
 		return nil, nil, errors.New("the connection cannot be hijacked")
 	}
-	r.status, r.wroteHeader = http.StatusSwitchingProtocols, true
+	r.answered(http.StatusSwitchingProtocols)
 	return h.Hijack()
 }
 
@@ -115,8 +124,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // its caller) for the access log written by the outer one.
 type requestInfo struct {
 	route     string
-	handle    string
 	principal *coderun.Principal
+	// routed is the request the mux served, which holds the path's values.
+	routed *http.Request
+	trace  coderun.RequestTrace
+}
+
+// handle is the handle the request's path names, else the one the service
+// noted it acted on (a GraphQL operation's), else "".
+func (i *requestInfo) handle() string {
+	if i.routed != nil {
+		if h := i.routed.PathValue("handle"); h != "" {
+			return h
+		}
+	}
+	return i.trace.Handle()
 }
 
 type infoKey struct{}
@@ -128,14 +150,33 @@ func infoOf(r *http.Request) *requestInfo {
 	return &requestInfo{}
 }
 
+// RequestRecorder keeps the requests signed-in callers make, so that a
+// support report can cite one.
+type RequestRecorder interface {
+	RecordRequest(coderun.RequestRecord)
+}
+
 // withAccessLog logs and counts every request once it is served, under the
-// route pattern (not the raw path, which would carry ids).
-func withAccessLog(log *slog.Logger, m *metrics, next http.Handler) http.Handler {
+// route pattern (not the raw path, which would carry ids). A signed-in
+// caller's request is also handed to requests (when set) as its answer
+// starts, so that it is on record before the caller can read its id.
+func withAccessLog(log *slog.Logger, m *metrics, requests RequestRecorder, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		info := &requestInfo{route: "unmatched"}
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+		if requests != nil {
+			rec.onHeader = func(status int) {
+				if p := info.principal; p != nil {
+					requests.RecordRequest(coderun.RequestRecord{
+						ID: coderun.RequestIDFromContext(r.Context()), UserID: p.UserID, TokenID: p.TokenID,
+						Handle: info.handle(), Method: r.Method, Route: info.route, Status: status, At: start.UTC(),
+					})
+				}
+			}
+		}
+		ctx := coderun.NewContextWithTrace(context.WithValue(r.Context(), infoKey{}, info), &info.trace)
+		next.ServeHTTP(rec, r.WithContext(ctx))
 		elapsed := time.Since(start)
 		m.requests.WithLabelValues(r.Method, info.route, strconv.Itoa(rec.status)).Inc()
 		m.duration.WithLabelValues(r.Method, info.route).Observe(elapsed.Seconds())
@@ -144,8 +185,8 @@ func withAccessLog(log *slog.Logger, m *metrics, next http.Handler) http.Handler
 			"method", r.Method, "route", info.route, "path", r.URL.Path,
 			"status", rec.status, "duration_ms", elapsed.Milliseconds(),
 		}
-		if info.handle != "" {
-			attrs = append(attrs, "handle", info.handle)
+		if h := info.handle(); h != "" {
+			attrs = append(attrs, "handle", h)
 		}
 		if p := info.principal; p != nil {
 			attrs = append(attrs, "user", p.UserID, "token_id", p.TokenID)
@@ -172,15 +213,15 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, authorization string) (*coderun.Principal, error)
 }
 
-// withAuthentication verifies the caller of every route but the public ones and
+// withAuthentication verifies the caller of a route that is not public and
 // puts the principal in the request context. A websocket upgrade may come
 // without a header: its token arrives in the connection_init message instead.
 // Failed authentications are throttled per client address: once a client has
 // failed too often, its tokens are not even looked at until it may try again.
-func withAuthentication(auth Authenticator, th *throttle, public func(*http.Request) bool, next http.Handler) http.Handler {
+func withAuthentication(auth Authenticator, th *throttle, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		header := r.Header.Get("Authorization")
-		if public(r) || (header == "" && isWebsocketUpgrade(r)) {
+		if header == "" && isWebsocketUpgrade(r) {
 			next.ServeHTTP(w, r)
 			return
 		}

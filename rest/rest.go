@@ -94,55 +94,61 @@ func New(opts Options) http.Handler {
 		routes = append(routes, route{pattern: "GET /viewer", handler: opts.Viewer.ServeHTTP, public: true})
 	}
 
-	mux := http.NewServeMux()
-	publicPatterns := map[string]bool{}
-	for _, rt := range routes {
-		mux.Handle(rt.pattern, rt.handler)
-		publicPatterns[rt.pattern] = rt.public
-	}
-	isPublic := func(r *http.Request) bool {
-		_, pattern := mux.Handler(r)
-		return pattern == "" || publicPatterns[pattern]
-	}
-
+	// Each route authenticates (unless public) and throttles its caller
+	// itself, inside the mux, so that every answer, a 401 or 429 too, is
+	// logged under its route and handle.
 	th := newThrottle(*opts.Throttles, opts.Now)
-	var h http.Handler = routed(mux)
-	h = withThrottle(th, h)
-	h = withAuthentication(opts.Authenticator, th, isPublic, h)
+	mux := http.NewServeMux()
+	for _, rt := range routes {
+		var h http.Handler = withThrottle(th, rt.handler)
+		if !rt.public {
+			h = withAuthentication(opts.Authenticator, th, h)
+		}
+		mux.Handle(rt.pattern, h)
+	}
+	var h http.Handler = routed(mux, withThrottle(th, http.HandlerFunc(unrouted(mux))))
 	h = withBodyLimit(opts.MaxBodyBytes, h)
 	h = withRecover(opts.Logger, h)
-	h = withAccessLog(opts.Logger, newMetrics(opts.Metrics), h)
+	var requests RequestRecorder
+	if opts.Service != nil {
+		requests = opts.Service
+	}
+	h = withAccessLog(opts.Logger, newMetrics(opts.Metrics), requests, h)
 	return withRequestID(h)
 }
 
-// routed serves r through mux, answering the requests no route takes (404,
-// 405) with problem documents instead of the mux's plain text.
-func routed(mux *http.ServeMux) http.Handler {
+// routed serves r through mux, and the requests no route takes (404, 405)
+// through none.
+func routed(mux *http.ServeMux, none http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, pattern := mux.Handler(r)
+		_, pattern := mux.Handler(r)
 		if pattern == "" {
-			unrouted(h, w, r)
+			none.ServeHTTP(w, r)
 			return
 		}
 		info := infoOf(r)
-		info.route = pattern
-		mux.ServeHTTP(w, r) // sets r's path values, which the log reads after
-		info.handle = r.PathValue("handle")
+		info.route, info.routed = pattern, r
+		mux.ServeHTTP(w, r) // sets r's path values, which the log reads
 	})
 }
 
-// unrouted learns from the mux's own answer whether the path is unknown (404)
-// or the method is wrong (405, with the Allow header it computed).
-func unrouted(h http.Handler, w http.ResponseWriter, r *http.Request) {
-	probe := &headerProbe{header: http.Header{}}
-	h.ServeHTTP(probe, r)
-	if probe.status == http.StatusMethodNotAllowed {
-		w.Header().Set("Allow", probe.header.Get("Allow"))
-		writeError(w, r, coderun.Errorf(coderun.EMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
-			r.Method, r.URL.Path, strings.ReplaceAll(probe.header.Get("Allow"), ",", ", ")))
-		return
+// unrouted answers the requests no route of mux takes with problem documents
+// instead of the mux's plain text, learning from the mux's own answer whether
+// the path is unknown (404) or the method is wrong (405, with the Allow header
+// it computed).
+func unrouted(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		h, _ := mux.Handler(r)
+		probe := &headerProbe{header: http.Header{}}
+		h.ServeHTTP(probe, r)
+		if probe.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", probe.header.Get("Allow"))
+			writeError(w, r, coderun.Errorf(coderun.EMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
+				r.Method, r.URL.Path, strings.ReplaceAll(probe.header.Get("Allow"), ",", ", ")))
+			return
+		}
+		writeError(w, r, coderun.Errorf(coderun.ENotFound, "no route %s %s", r.Method, r.URL.Path))
 	}
-	writeError(w, r, coderun.Errorf(coderun.ENotFound, "no route %s %s", r.Method, r.URL.Path))
 }
 
 // headerProbe is a ResponseWriter that keeps only the status and headers.

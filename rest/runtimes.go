@@ -19,6 +19,8 @@ func (s *server) routes() []route {
 		{pattern: "GET /v2/handles/{handle}/code-runs/{runId}", handler: s.getRun},
 		{pattern: "GET /v2/handles/{handle}/code-runs/{runId}/output", handler: s.runOutput},
 		{pattern: "POST /v2/handles/{handle}/code-runs/{runId}/cancel", handler: s.cancelRun},
+		{pattern: "POST /v2/support/report", handler: s.reportSupportIssue},
+		{pattern: "GET /v2/support/reports", handler: s.listSupportReports},
 	}
 }
 

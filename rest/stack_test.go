@@ -81,7 +81,12 @@ func newStackWith(t *testing.T, dbURL string, opts service.Options) *stack {
 	}
 	hub := events.NewHub(db, events.Options{Logger: quietLog})
 	opts.Events = hub
+	if opts.Logger == nil {
+		opts.Logger = quietLog
+	}
 	svc := service.New(db, opts)
+	// The requests served are written before the database closes.
+	t.Cleanup(func() { svc.FlushRequests(context.Background()) })
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +110,7 @@ func newStackWith(t *testing.T, dbURL string, opts service.Options) *stack {
 		Viewer:        web.Handler(),
 		MaxBodyBytes:  64 << 10,
 		Throttles:     &unthrottled,
-		Logger:        quietLog,
+		Logger:        opts.Logger,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -129,7 +130,7 @@ func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.
 func (v verdict) header(h http.Header) {
 	window := ceilSeconds(seconds(float64(v.rate.Burst) / v.rate.PerSecond))
 	reset := ceilSeconds(v.full)
-	if v.remaining == 0 {
+	if v.remaining == 0 || !v.allowed {
 		reset = ceilSeconds(v.retryAfter)
 	}
 	h.Set("RateLimit-Policy", fmt.Sprintf("%q;q=%d;w=%d", v.class, v.rate.Burst, window))
@@ -193,6 +194,7 @@ func withThrottle(th *throttle, next http.Handler) http.Handler {
 			// can no longer be sent, and may run at once.
 			if !isWebsocketUpgrade(r) {
 				c.header = w.Header()
+				w = refusable{ResponseWriter: w, c: c}
 			}
 			r = r.WithContext(context.WithValue(r.Context(), chargerKey{}, c))
 		}
@@ -207,7 +209,27 @@ type charger struct {
 	caller string
 	rate   Rate
 	header http.Header // of the response, while it can still be sent
+	// refused is set when the operation was refused for its cost.
+	refused atomic.Bool
 }
+
+// refusable answers 429, not the 422 gqlgen gives every operation it refuses
+// before running it, when the refusal was for the operation's cost: a client
+// then backs off as it does for any route.
+type refusable struct {
+	http.ResponseWriter
+	c *charger
+}
+
+func (w refusable) WriteHeader(status int) {
+	if status == http.StatusUnprocessableEntity && w.c.refused.Load() {
+		status = http.StatusTooManyRequests
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w refusable) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type chargerKey struct{}
 
@@ -225,15 +247,20 @@ func Charge(ctx context.Context, cost int) error {
 		return coderun.Errorf(coderun.ERateLimited, "a cost of %d is more than the %s quota of %d allows at once", cost, c.class, c.rate.Burst)
 	}
 	v := c.th.charge(c.class, c.caller, c.rate, cost)
+	if !v.allowed && v.retryAfter == 0 {
+		// The bucket holds a token or more, only not cost of them.
+		v.retryAfter = seconds((float64(cost) - float64(v.remaining)) / c.rate.PerSecond)
+	}
 	if c.header != nil {
 		v.header(c.header)
 	}
-	if !v.allowed {
-		if v.retryAfter == 0 {
-			// The bucket holds a token or more, only not cost of them.
-			v.retryAfter = seconds((float64(cost) - float64(v.remaining)) / c.rate.PerSecond)
-		}
-		return v.err()
+	if v.allowed {
+		return nil
 	}
-	return nil
+	err := v.err()
+	if c.header != nil {
+		c.refused.Store(true)
+		c.header.Set("Retry-After", strconv.Itoa(ceilSeconds(v.retryAfter)))
+	}
+	return err
 }

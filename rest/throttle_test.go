@@ -41,6 +41,8 @@ func throttledStack(t *testing.T, rates rest.Throttles) (*stack, *clock) {
 		t.Fatal(err)
 	}
 	svc := service.New(db, service.Options{Logger: quietLog})
+	// The requests served are written before the database closes.
+	t.Cleanup(func() { svc.FlushRequests(context.Background()) })
 	c := &clock{t: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
 	authn := auth.NewAuthenticator(auth.JWTConfig{HS256Secret: s.secret, Issuer: issuer, Audience: audience}, svc, nil)
 	srv := httptest.NewServer(rest.New(rest.Options{Service: svc, Authenticator: authn, Logger: quietLog, Throttles: &rates, Now: c.now}))

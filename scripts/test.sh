@@ -39,7 +39,7 @@ if [[ -n ${CI:-} ]]; then
 	echo "== fuzz (5 s each)" >&2
 	for target in \
 		auth:FuzzParsePAT auth:FuzzAuthenticate auth:FuzzJWT \
-		rest:FuzzPutRuntime rest:FuzzSubmitRun rest:FuzzDecodeJSON \
+		rest:FuzzPutRuntime rest:FuzzSubmitRun rest:FuzzDecodeJSON rest:FuzzReportSupportIssue \
 		resolvers:FuzzGraphQL; do
 		go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime 5s "./${target%%:*}"
 	done

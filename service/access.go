@@ -34,5 +34,19 @@ func authorize(ctx context.Context, tx *store.Tx, handle string, scope coderun.S
 	if role < min {
 		return nil, coderun.Errorf(coderun.EForbidden, "your role in %q is %s; this needs %s or higher", handle, role, min)
 	}
+	coderun.NoteHandle(ctx, handle)
+	return p, nil
+}
+
+// signedIn checks that there is a caller and that their token carries scope:
+// all an action outside any handle needs.
+func signedIn(ctx context.Context, scope coderun.Scope) (*coderun.Principal, error) {
+	p := coderun.PrincipalFromContext(ctx)
+	switch {
+	case p == nil:
+		return nil, coderun.Errorf(coderun.EUnauthenticated, "authentication required")
+	case !p.HasScope(scope):
+		return nil, coderun.Errorf(coderun.EInsufficientScope, "this token lacks the %s scope", scope)
+	}
 	return p, nil
 }

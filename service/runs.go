@@ -254,11 +254,7 @@ func (s *Service) ListRuns(ctx context.Context, handle string, statuses []coderu
 		if err != nil {
 			return err
 		}
-		if len(runs) > limit {
-			runs = runs[:limit]
-			list.NextCursor = encodeCursor(runs[limit-1].ID)
-		}
-		list.Items = runs
+		list.Page = pageOf(runs, limit, func(r coderun.Run) string { return r.ID })
 		h, err := tx.GetHandle(ctx, handle)
 		if err != nil {
 			return err

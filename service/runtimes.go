@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"path"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/gharart/coderun"
@@ -49,15 +50,8 @@ func (s *Service) ListRuntimes(ctx context.Context, handle, cursor string, limit
 			return err
 		}
 		items, err := tx.ListRuntimes(ctx, handle, after, limit+1)
-		if err != nil {
-			return err
-		}
-		if len(items) > limit {
-			items = items[:limit]
-			page.NextCursor = encodeCursor(items[limit-1].Key)
-		}
-		page.Items = items
-		return nil
+		page = pageOf(items, limit, func(rt coderun.Runtime) string { return rt.Key })
+		return err
 	})
 	return page, err
 }
@@ -109,26 +103,29 @@ func (s *Service) putRuntime(ctx context.Context, tx *store.Tx, handle, key stri
 // The check runs outside any transaction: it may take minutes. replayed
 // reports an answer repeated for idem rather than a new check.
 func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, idem IdempotencyKey) (rt coderun.Runtime, replayed bool, err error) {
-	if err := idem.validate(); err != nil {
-		return rt, false, err
-	}
 	w := write{handle: handle, scope: coderun.ScopeRuntimesWrite, role: coderun.RoleAdmin, key: idem, op: "ValidateRuntimeImage", input: struct {
 		Key string `json:"key"`
-	}{key}}
-	err = s.db.Read(ctx, func(tx *store.Tx) error {
-		p, err := authorize(ctx, tx, handle, w.scope, w.role)
+	}{key}, lease: validationLease}
+	// A retry of a finished check need not check again; one made during the
+	// check is told it is in flight.
+	c, replayed, _, err := s.begin(ctx, w, &rt)
+	if err != nil || replayed {
+		return rt, replayed, err
+	}
+	defer func() {
 		if err != nil {
-			return err
+			s.release(ctx, c)
 		}
-		// A retry of a finished check need not check again.
-		if replayed, _, err = s.replay(ctx, tx, p, w, &rt); replayed || err != nil {
+	}()
+	err = s.db.Read(ctx, func(tx *store.Tx) error {
+		if _, err := authorize(ctx, tx, handle, w.scope, w.role); err != nil {
 			return err
 		}
 		rt, err = tx.GetRuntime(ctx, handle, key)
 		return err
 	})
-	if err != nil || replayed {
-		return rt, replayed, err
+	if err != nil {
+		return rt, false, err
 	}
 	if s.images == nil {
 		return rt, false, coderun.Errorf(coderun.EUnavailable, "no container engine is configured")
@@ -148,7 +145,7 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 		v.ResolvedDigest = &resolved
 	}
 	// Authorized again: the caller's role may have changed during the check.
-	replayed, _, err = s.commit(ctx, w, &rt, func(tx *store.Tx) (outcome, error) {
+	_, err = s.finish(ctx, w, c, &rt, func(tx *store.Tx) (outcome, error) {
 		var err error
 		if rt, err = tx.GetRuntime(ctx, handle, key); err != nil {
 			return 0, err
@@ -162,8 +159,12 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 		_, err = tx.PutRuntime(ctx, rt)
 		return outcomeOK, err
 	})
-	return rt, replayed, err
+	return rt, false, err
 }
+
+// validationLease is how long an image check may hold its idempotency key
+// before a retry may take it for dead: longer than the engine's longest pull.
+const validationLease = 15 * time.Minute
 
 // runtimeFromInput validates in and returns the runtime it describes, every
 // omitted field at its default.
@@ -279,6 +280,17 @@ func pageSize(limit int) (int, error) {
 		return 0, errs.Err()
 	}
 	return limit, nil
+}
+
+// pageOf makes a page of items, which were read with limit+1 rows: an extra
+// row means there is a next page, which continues after the last item kept
+// (named by key).
+func pageOf[T any](items []T, limit int, key func(T) string) coderun.Page[T] {
+	if len(items) <= limit {
+		return coderun.Page[T]{Items: items}
+	}
+	items = items[:limit]
+	return coderun.Page[T]{Items: items, NextCursor: encodeCursor(key(items[limit-1]))}
 }
 
 // Cursors are opaque to callers; today they carry the last key of a page.

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/gharart/coderun"
 	"github.com/gharart/coderun/events"
 	"github.com/gharart/coderun/store"
@@ -50,6 +52,8 @@ type Service struct {
 	opts   Options
 	log    *slog.Logger
 	now    func() time.Time
+	// requests is the request log, which support reports cite.
+	requests requestLog
 }
 
 // New returns a Service over db.
@@ -66,5 +70,10 @@ func New(db *store.DB, opts Options) *Service {
 	if opts.MaxLimits == (coderun.Limits{}) {
 		opts.MaxLimits = coderun.MaxLimits
 	}
-	return &Service{db: db, images: opts.Images, opts: opts, log: opts.Logger, now: func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) }}
+	s := &Service{db: db, images: opts.Images, opts: opts, log: opts.Logger, now: func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) }}
+	s.requests = requestLog{db: db, svc: s}
+	return s
 }
+
+// newID returns a new id with prefix: a ULID, so that ids sort by creation.
+func newID(prefix string) string { return prefix + ulid.Make().String() }

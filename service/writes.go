@@ -49,6 +49,9 @@ const (
 
 // write is one write as access, the daily limit and idempotency see it.
 type write struct {
+	// handle is the handle written to; "" for a write outside any handle (a
+	// support report about nothing in particular), which only needs a
+	// signed-in caller with scope.
 	handle string
 	// scope and role are what the caller needs to make it.
 	scope coderun.Scope
@@ -58,7 +61,14 @@ type write struct {
 	// both (input holds the path's values and the body).
 	op    string
 	input any
+	// lease is how long an attempt may hold key before a retry may take it
+	// for dead (default defaultLease).
+	lease time.Duration
 }
+
+// defaultLease is how long a write may stay in flight before a retry may take
+// it over; a write's transaction lasts well under a second.
+const defaultLease = time.Minute
 
 // fingerprint is a digest of the write's operation and canonical input (JSON
 // sorts map keys, so equal inputs encode equally).
@@ -74,91 +84,154 @@ func (w write) fingerprint() (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// replay looks for an answer kept under w's key: found is true when result
-// was filled from it. The same key on another request is an error.
-func (s *Service) replay(ctx context.Context, tx *store.Tx, p *coderun.Principal, w write, result any) (found bool, o outcome, err error) {
-	if w.key == "" {
-		return false, 0, nil
+// authorizeWrite checks that the caller may make w.
+func authorizeWrite(ctx context.Context, tx *store.Tx, w write) (*coderun.Principal, error) {
+	if w.handle != "" {
+		return authorize(ctx, tx, w.handle, w.scope, w.role)
 	}
-	kept, found, err := tx.IdempotentWrite(ctx, w.handle, p.UserID, string(w.key), s.now().Add(-idempotencyRetention))
-	if err != nil || !found {
-		return false, 0, err
+	return signedIn(ctx, w.scope)
+}
+
+// claim is an attempt's hold on a write's idempotency key; nil for a write
+// made without a key.
+type claim = store.IdempotentWrite
+
+// begin starts the attempt to make w. A write without a key needs nothing
+// more. A key not used before (or whose last attempt died) is claimed for
+// this attempt, in a transaction of its own, so that retries made while it is
+// in flight are told so (409 idempotency_key_in_use) instead of writing
+// again. A key that was answered fills result with that answer: replayed is
+// true and there is nothing more to do. The same key on another request is an
+// error. The caller must end a claim it got with finish or release.
+func (s *Service) begin(ctx context.Context, w write, result any) (c *claim, replayed bool, o outcome, err error) {
+	if err := w.key.validate(); err != nil || w.key == "" {
+		return nil, false, 0, err
 	}
 	fp, err := w.fingerprint()
 	if err != nil {
-		return false, 0, err
+		return nil, false, 0, err
 	}
-	if kept.Fingerprint != fp {
-		return false, 0, coderun.Errorf(coderun.EIdempotencyKeyReused,
-			"Idempotency-Key %q was used for another request; use a new key for a new request", w.key)
-	}
-	if err := json.Unmarshal(kept.Result, result); err != nil {
-		return false, 0, fmt.Errorf("replay %s: stored result: %w", w.op, err)
-	}
-	return true, outcome(kept.Status), nil
-}
-
-// commit makes w in one transaction: the caller is authorized, then do runs
-// as an accepted write (see accept).
-func (s *Service) commit(ctx context.Context, w write, result any, do func(tx *store.Tx) (outcome, error)) (replayed bool, o outcome, err error) {
-	if err := w.key.validate(); err != nil {
-		return false, 0, err
+	lease := w.lease
+	if lease == 0 {
+		lease = defaultLease
 	}
 	err = s.db.InTx(ctx, func(tx *store.Tx) error {
-		p, err := authorize(ctx, tx, w.handle, w.scope, w.role)
+		p, err := authorizeWrite(ctx, tx, w)
 		if err != nil {
 			return err
 		}
-		replayed, o, err = s.accept(ctx, tx, p, w, result, func() (outcome, error) { return do(tx) })
-		return err
+		now := s.now()
+		attempt := claim{Handle: w.handle, UserID: p.UserID, Key: string(w.key), Fingerprint: fp, Claim: newID("clm_"), CreatedAt: now}
+		kept, claimed, err := tx.ClaimIdempotentWrite(ctx, attempt, now.Add(-idempotencyRetention), now.Add(-lease))
+		switch {
+		case err != nil:
+			return err
+		case claimed:
+			c = &attempt
+			return nil
+		case kept.Fingerprint != fp:
+			return coderun.Errorf(coderun.EIdempotencyKeyReused,
+				"Idempotency-Key %q was used for another request; use a new key for a new request", w.key)
+		case kept.InFlight():
+			e := coderun.Errorf(coderun.EIdempotencyKeyInUse,
+				"a request with Idempotency-Key %q is still in flight; retry shortly to get its answer", w.key)
+			e.RetryAfter = time.Second
+			return e
+		}
+		if err := json.Unmarshal(kept.Result, result); err != nil {
+			return fmt.Errorf("replay %s: stored result: %w", w.op, err)
+		}
+		replayed, o = true, outcome(kept.Status)
+		return nil
 	})
-	return replayed, o, err
+	return c, replayed, o, err
 }
 
-// accept runs do as one accepted write of handle by p, inside tx. It holds the
-// handle's row, so that the handle's writes take turns: a retry of w made while
-// the first attempt is still in flight waits for it and then replays it. A
-// replay fills result from the kept answer, skips do and costs nothing;
-// otherwise do fills result, the write is counted against the handle's daily
-// limit, and its answer is kept under w's key. Any error rolls all of it back.
-func (s *Service) accept(ctx context.Context, tx *store.Tx, p *coderun.Principal, w write, result any, do func() (outcome, error)) (replayed bool, o outcome, err error) {
-	h, err := tx.LockHandle(ctx, w.handle)
-	if err != nil {
-		return false, 0, err
+// release frees c's key after its attempt failed (a rejected or rolled-back
+// write keeps no answer), so that a retry writes afresh. It runs even when
+// ctx is done: the caller may have hung up.
+func (s *Service) release(ctx context.Context, c *claim) {
+	if c == nil {
+		return
 	}
-	if replayed, o, err = s.replay(ctx, tx, p, w, result); replayed || err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := s.db.InTx(ctx, func(tx *store.Tx) error { return tx.ReleaseIdempotentWrite(ctx, *c) })
+	if err != nil {
+		// The key stays claimed until its lease runs out; retries get 409 until then.
+		s.log.WarnContext(ctx, "release idempotency key", "handle", c.Handle, "user", c.UserID, "err", err)
+	}
+}
+
+// commit makes w: begin, then the write itself in one transaction in which
+// the caller is authorized (again) and do runs as an accepted write (see
+// accept).
+func (s *Service) commit(ctx context.Context, w write, result any, do func(tx *store.Tx) (outcome, error)) (replayed bool, o outcome, err error) {
+	c, replayed, o, err := s.begin(ctx, w, result)
+	if err != nil || replayed {
 		return replayed, o, err
 	}
-	now := s.now()
-	used, err := tx.DailyWrites(ctx, w.handle, now)
-	if err != nil {
-		return false, 0, err
+	if o, err = s.finish(ctx, w, c, result, do); err != nil {
+		s.release(ctx, c)
 	}
-	if used >= h.DailyWriteLimit {
-		reset := nextUTCMidnight(now)
-		e := coderun.Errorf(coderun.EDailyWriteLimit, "handle %q made its %d writes for today; the count resets at %s",
-			w.handle, h.DailyWriteLimit, reset.Format(time.RFC3339))
-		e.RetryAfter = reset.Sub(now)
-		e.Details = map[string]any{"limit": h.DailyWriteLimit, "resetAt": reset}
-		return false, 0, e
+	return false, o, err
+}
+
+// finish makes the write c began (nil for one without a key) in one
+// transaction; on failure the caller releases c.
+func (s *Service) finish(ctx context.Context, w write, c *claim, result any, do func(tx *store.Tx) (outcome, error)) (o outcome, err error) {
+	err = s.db.InTx(ctx, func(tx *store.Tx) error {
+		p, err := authorizeWrite(ctx, tx, w)
+		if err != nil {
+			return err
+		}
+		o, err = s.accept(ctx, tx, p, w, c, result, func() (outcome, error) { return do(tx) })
+		return err
+	})
+	return o, err
+}
+
+// accept runs do as one accepted write by p, inside tx. A write to a handle
+// holds the handle's row, so that the handle's writes take turns against its
+// limits, and is counted against the handle's daily limit; then do fills
+// result, and its answer is kept under c's key. Any error rolls all of it
+// back.
+func (s *Service) accept(ctx context.Context, tx *store.Tx, p *coderun.Principal, w write, c *claim, result any, do func() (outcome, error)) (o outcome, err error) {
+	now := s.now()
+	if w.handle != "" {
+		h, err := tx.LockHandle(ctx, w.handle)
+		if err != nil {
+			return 0, err
+		}
+		used, err := tx.DailyWrites(ctx, w.handle, now)
+		if err != nil {
+			return 0, err
+		}
+		if used >= h.DailyWriteLimit {
+			reset := nextUTCMidnight(now)
+			e := coderun.Errorf(coderun.EDailyWriteLimit, "handle %q made its %d writes for today; the count resets at %s",
+				w.handle, h.DailyWriteLimit, reset.Format(time.RFC3339))
+			e.RetryAfter = reset.Sub(now)
+			e.Details = map[string]any{"limit": h.DailyWriteLimit, "resetAt": reset}
+			return 0, e
+		}
 	}
 	if o, err = do(); err != nil {
-		return false, 0, err
+		return 0, err
 	}
-	if err := tx.AddDailyWrite(ctx, w.handle, now); err != nil {
-		return false, 0, err
+	if w.handle != "" {
+		if err := tx.AddDailyWrite(ctx, w.handle, now); err != nil {
+			return 0, err
+		}
 	}
-	if w.key == "" {
-		return false, o, nil
-	}
-	fp, err := w.fingerprint()
-	if err != nil {
-		return false, 0, err
+	if c == nil {
+		return o, nil
 	}
 	b, err := json.Marshal(result)
 	if err != nil {
-		return false, 0, fmt.Errorf("keep the answer of %s: %w", w.op, err)
+		return 0, fmt.Errorf("keep the answer of %s: %w", w.op, err)
 	}
-	kept := store.IdempotentWrite{Handle: w.handle, UserID: p.UserID, Key: string(w.key), Fingerprint: fp, Status: int(o), Result: b, CreatedAt: now}
-	return false, o, tx.SaveIdempotentWrite(ctx, kept, now.Add(-idempotencyRetention))
+	answered := *c
+	answered.Status, answered.Result = int(o), b
+	return o, tx.FinishIdempotentWrite(ctx, answered)
 }

@@ -34,11 +34,15 @@ type dialect struct {
 	skipLocked string
 	// readIsolation gives a read transaction one snapshot for all its queries.
 	readIsolation sql.IsolationLevel
+	// lockName, when set, is a statement that holds a lock named by its one
+	// argument until the transaction ends. SQLite needs none (BEGIN
+	// IMMEDIATE holds the whole database).
+	lockName string
 }
 
 var (
 	postgresDialect = dialect{name: "postgres", bind: sqlx.DOLLAR, goose: goose.DialectPostgres, forUpdate: " FOR UPDATE", skipLocked: " FOR UPDATE SKIP LOCKED",
-		readIsolation: sql.LevelRepeatableRead}
+		readIsolation: sql.LevelRepeatableRead, lockName: `SELECT pg_advisory_xact_lock(hashtextextended(?, 0))`}
 	sqliteDialect = dialect{name: "sqlite", bind: sqlx.QUESTION, goose: goose.DialectSQLite3}
 )
 

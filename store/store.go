@@ -269,3 +269,16 @@ func affected(res sql.Result, err error) (int64, error) {
 	}
 	return res.RowsAffected()
 }
+
+// LockName holds a lock on name until the transaction ends, so that writes
+// checked against a limit that no row carries (a user's reports of the day,
+// say) take turns instead of overshooting it.
+func (tx *Tx) LockName(ctx context.Context, name string) error {
+	if tx.db.d.lockName == "" {
+		return nil
+	}
+	if _, err := tx.exec(ctx, tx.db.d.lockName, name); err != nil {
+		return fmt.Errorf("lock %q: %w", name, err)
+	}
+	return nil
+}

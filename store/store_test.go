@@ -43,6 +43,7 @@ func TestStore(t *testing.T) {
 		{"a read transaction cannot write", testReadOnly},
 		{"concurrent writers all succeed", testConcurrentWriters},
 		{"migrating again changes nothing", testMigrateTwice},
+		{"an idempotency key is held by one attempt at a time", testIdempotencyClaims},
 	}
 	for _, engine := range engines {
 		t.Run(engine.name, func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/gharart/coderun"
 )
 
 // dayLayout names a UTC day in daily_writes.
@@ -40,49 +42,101 @@ func (tx *Tx) AddDailyWrite(ctx context.Context, handle string, at time.Time) er
 	return nil
 }
 
-// IdempotentWrite is the answer to a write made with an Idempotency-Key, kept
-// under (Handle, UserID, Key) so that a retry gets it again.
+// IdempotentWrite is a write made with an Idempotency-Key, kept under
+// (Handle, UserID, Key): first claimed, while it is in flight, then with its
+// answer, so that a retry gets that answer again.
 type IdempotentWrite struct {
+	// Handle is "" for a write outside any handle.
 	Handle, UserID, Key string
 	// Fingerprint identifies the request; a retry must carry the same one.
 	Fingerprint string
-	// Status is the HTTP status the first answer had.
+	// Claim names the attempt holding the key while it is in flight.
+	Claim string
+	// Status is the HTTP status the answer had; 0 while the write is in
+	// flight.
 	Status int
 	// Result is the answer's domain object as JSON.
-	Result    []byte
-	CreatedAt time.Time
+	Result []byte
+	// CreatedAt is when the key was first claimed; ClaimedAt when its current
+	// claim was taken.
+	CreatedAt, ClaimedAt time.Time
 }
 
-// IdempotentWrite returns the write userID made in handle with key at or after
-// notBefore; found is false when there is none.
-func (tx *Tx) IdempotentWrite(ctx context.Context, handle, userID, key string, notBefore time.Time) (w IdempotentWrite, found bool, err error) {
-	const q = `SELECT fingerprint, status, result, created_at FROM idempotency_keys
-		WHERE handle = ? AND user_id = ? AND idem_key = ? AND created_at >= ?`
-	var result string
-	var created dbTime
-	err = tx.queryRow(ctx, q, handle, userID, key, someTime(notBefore)).Scan(&w.Fingerprint, &w.Status, &result, &created)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return IdempotentWrite{}, false, nil
-	case err != nil:
-		return IdempotentWrite{}, false, fmt.Errorf("idempotency key of %q in %q: %w", userID, handle, err)
-	}
-	w.Handle, w.UserID, w.Key, w.Result, w.CreatedAt = handle, userID, key, []byte(result), created.Time
-	return w, true, nil
-}
+// InFlight reports whether the write has no answer yet.
+func (w IdempotentWrite) InFlight() bool { return w.Status == 0 }
 
-// SaveIdempotentWrite keeps w, first dropping the handle's keys created before
-// expiredBefore (among them an expired one w may reuse).
-func (tx *Tx) SaveIdempotentWrite(ctx context.Context, w IdempotentWrite, expiredBefore time.Time) error {
+// ClaimIdempotentWrite claims w's key for the attempt w.Claim. claimed is
+// true when the key was free: no write used it since expiredBefore, or its
+// last claim was taken before abandonedBefore and never answered (its attempt
+// died). Otherwise kept is the write that holds the key, in flight or
+// answered. The handle's keys created before expiredBefore are dropped.
+func (tx *Tx) ClaimIdempotentWrite(ctx context.Context, w IdempotentWrite, expiredBefore, abandonedBefore time.Time) (kept IdempotentWrite, claimed bool, err error) {
 	const reap = `DELETE FROM idempotency_keys WHERE handle = ? AND created_at < ?`
 	if _, err := tx.exec(ctx, reap, w.Handle, someTime(expiredBefore)); err != nil {
-		return fmt.Errorf("drop expired idempotency keys of %q: %w", w.Handle, err)
+		return kept, false, fmt.Errorf("drop expired idempotency keys of %q: %w", w.Handle, err)
 	}
-	const insert = `INSERT INTO idempotency_keys (handle, user_id, idem_key, fingerprint, status, result, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`
-	_, err := tx.exec(ctx, insert, w.Handle, w.UserID, w.Key, w.Fingerprint, w.Status, string(w.Result), someTime(tx.orNow(w.CreatedAt)))
+	now := tx.orNow(w.CreatedAt)
+	const insert = `INSERT INTO idempotency_keys (handle, user_id, idem_key, fingerprint, claim, status, result, created_at, claimed_at)
+		VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?) ON CONFLICT (handle, user_id, idem_key) DO NOTHING`
+	res, err := tx.exec(ctx, insert, w.Handle, w.UserID, w.Key, w.Fingerprint, w.Claim, someTime(now), someTime(now))
 	if err != nil {
-		return fmt.Errorf("save idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+		return kept, false, fmt.Errorf("claim idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return kept, err == nil, err
+	}
+	const q = `SELECT fingerprint, claim, status, result, created_at, claimed_at FROM idempotency_keys
+		WHERE handle = ? AND user_id = ? AND idem_key = ?`
+	var result sql.NullString
+	var created, claimedAt dbTime
+	err = tx.queryRow(ctx, q, w.Handle, w.UserID, w.Key).Scan(&kept.Fingerprint, &kept.Claim, &kept.Status, &result, &created, &claimedAt)
+	if err != nil {
+		return kept, false, fmt.Errorf("idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+	}
+	kept.Handle, kept.UserID, kept.Key, kept.Result = w.Handle, w.UserID, w.Key, []byte(result.String)
+	kept.CreatedAt, kept.ClaimedAt = created.Time, claimedAt.Time
+	if !kept.InFlight() || kept.Fingerprint != w.Fingerprint || !kept.ClaimedAt.Before(abandonedBefore) {
+		return kept, false, nil
+	}
+	// Take over an abandoned claim; of two attempts doing so at once, one wins.
+	const takeOver = `UPDATE idempotency_keys SET claim = ?, claimed_at = ?
+		WHERE handle = ? AND user_id = ? AND idem_key = ? AND claim = ? AND status = 0`
+	res, err = tx.exec(ctx, takeOver, w.Claim, someTime(now), w.Handle, w.UserID, w.Key, kept.Claim)
+	if err != nil {
+		return kept, false, fmt.Errorf("take over idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+	}
+	n, err := res.RowsAffected()
+	return kept, err == nil && n == 1, err
+}
+
+// FinishIdempotentWrite keeps w's answer (Status and Result) under its key.
+// It fails when w.Claim no longer holds the key: the attempt was taken for
+// dead and another took over, so this one must not write.
+func (tx *Tx) FinishIdempotentWrite(ctx context.Context, w IdempotentWrite) error {
+	const q = `UPDATE idempotency_keys SET status = ?, result = ?
+		WHERE handle = ? AND user_id = ? AND idem_key = ? AND claim = ? AND status = 0`
+	res, err := tx.exec(ctx, q, w.Status, string(w.Result), w.Handle, w.UserID, w.Key, w.Claim)
+	if err != nil {
+		return fmt.Errorf("keep the answer under idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+	}
+	n, err := res.RowsAffected()
+	switch {
+	case err != nil:
+		return fmt.Errorf("keep the answer under idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+	case n != 1:
+		e := coderun.Errorf(coderun.EIdempotencyKeyInUse, "this attempt took so long that a retry with Idempotency-Key %q took over; its answer is the one kept", w.Key)
+		e.RetryAfter = time.Second
+		return e
+	}
+	return nil
+}
+
+// ReleaseIdempotentWrite frees w's key when w.Claim still holds it and no
+// answer was kept: the attempt failed, so a retry may write afresh.
+func (tx *Tx) ReleaseIdempotentWrite(ctx context.Context, w IdempotentWrite) error {
+	const q = `DELETE FROM idempotency_keys WHERE handle = ? AND user_id = ? AND idem_key = ? AND claim = ? AND status = 0`
+	if _, err := tx.exec(ctx, q, w.Handle, w.UserID, w.Key, w.Claim); err != nil {
+		return fmt.Errorf("release idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
 	}
 	return nil
 }

@@ -120,6 +120,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if serr := srv.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) && err == nil {
 		err = serr
 	}
+	// The last requests answered are written before the database closes.
+	svc.FlushRequests(shutdownCtx)
 	<-workerDone
 	return err
 }

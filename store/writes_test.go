@@ -1,0 +1,68 @@
+package store_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/gharart/coderun"
+	"github.com/gharart/coderun/store"
+)
+
+// claimKey tries to claim w's key at now, with 24 h keys and 1 min leases.
+func claimKey(t *testing.T, db *store.DB, w store.IdempotentWrite, now time.Time) (kept store.IdempotentWrite, claimed bool) {
+	t.Helper()
+	w.CreatedAt = now
+	inTx(t, db, func(tx *store.Tx) error {
+		var err error
+		kept, claimed, err = tx.ClaimIdempotentWrite(t.Context(), w, now.Add(-24*time.Hour), now.Add(-time.Minute))
+		return err
+	})
+	return kept, claimed
+}
+
+// An idempotency key is held by one attempt at a time; an attempt that died
+// is taken over after its lease, and then can no longer answer; an answer is
+// kept for 24 hours; a released key is free again.
+func testIdempotencyClaims(t *testing.T, db *store.DB) {
+	w := store.IdempotentWrite{Handle: "", UserID: "alice", Key: "k", Fingerprint: "fp", Claim: "first"}
+	if _, ok := claimKey(t, db, w, at); !ok {
+		t.Fatal("a fresh key was not claimed")
+	}
+	second := w
+	second.Claim = "second"
+	kept, ok := claimKey(t, db, second, at.Add(30*time.Second))
+	if ok || !kept.InFlight() || kept.Claim != "first" {
+		t.Fatalf("while the first is in flight: claimed=%v kept=%+v", ok, kept)
+	}
+	// Past the lease, the first is taken for dead.
+	if _, ok := claimKey(t, db, second, at.Add(2*time.Minute)); !ok {
+		t.Fatal("an abandoned claim was not taken over")
+	}
+	answer := func(c store.IdempotentWrite) error {
+		c.Status, c.Result = 201, []byte(`{"id":1}`)
+		return db.InTx(t.Context(), func(tx *store.Tx) error { return tx.FinishIdempotentWrite(t.Context(), c) })
+	}
+	wantCode(t, answer(w), coderun.EIdempotencyKeyInUse)
+	if err := answer(second); err != nil {
+		t.Fatal(err)
+	}
+	third := w
+	third.Claim = "third"
+	kept, ok = claimKey(t, db, third, at.Add(23*time.Hour))
+	if ok || kept.InFlight() || kept.Status != 201 || string(kept.Result) != `{"id":1}` || kept.Fingerprint != "fp" {
+		t.Fatalf("after the answer: claimed=%v kept=%+v", ok, kept)
+	}
+	// Releasing an answered key does nothing.
+	inTx(t, db, func(tx *store.Tx) error { return tx.ReleaseIdempotentWrite(t.Context(), third) })
+	if kept, ok = claimKey(t, db, third, at.Add(23*time.Hour)); ok || kept.Status != 201 {
+		t.Fatalf("an answered key was released: claimed=%v kept=%+v", ok, kept)
+	}
+	// A day on, the key is new again; released, it is free.
+	if _, ok := claimKey(t, db, third, at.Add(25*time.Hour)); !ok {
+		t.Fatal("an expired key was not claimed afresh")
+	}
+	inTx(t, db, func(tx *store.Tx) error { return tx.ReleaseIdempotentWrite(t.Context(), third) })
+	if _, ok := claimKey(t, db, second, at.Add(25*time.Hour)); !ok {
+		t.Fatal("a released key was not free")
+	}
+}
