@@ -45,6 +45,9 @@ type SupportReport struct {
 	SessionID     *string      `json:"sessionId"`
 	RequestID     *string      `json:"requestId"`
 	ReproArtifact *string      `json:"reproArtifact"`
+	// ReproArtifactBytes is the artifact's size; a list of reports gives it
+	// without the artifact.
+	ReproArtifactBytes int `json:"reproArtifactBytes"`
 }
 
 // RequestRecord is one request the service answered, with its caller: what
@@ -53,7 +56,7 @@ type RequestRecord struct {
 	ID      string
 	UserID  string
 	TokenID string
-	// Handle is the handle the route named ("" when none).
+	// Handle is the handle the caller was authorized in ("" when none).
 	Handle string
 	Method string
 	// Route is the route pattern, e.g. "POST /v2/handles/{handle}/code-runs".

@@ -27,19 +27,6 @@ func forEachDatabase(t *testing.T, fn func(t *testing.T, dbURL string)) {
 	t.Run("postgres", func(t *testing.T) { fn(t, testenv.PostgresURL(t)) })
 }
 
-func openDB(t *testing.T, dbURL string) *store.DB {
-	t.Helper()
-	db, err := store.Open(context.Background(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 // fakeRun is a run that the test executes by hand, as worker "w1".
 type fakeRun struct {
 	t       *testing.T
@@ -140,7 +127,7 @@ func checkChunks(t *testing.T, chunks []coderun.OutputChunk, after, last int64) 
 
 func TestOutputReplayThenLiveHasNoGapsOrDuplicates(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, dbURL string) {
-		db := openDB(t, dbURL)
+		db := testenv.OpenDB(t, dbURL)
 		hub := events.NewHub(db, events.Options{})
 		run := newRun(t, db, hub)
 		run.start()
@@ -197,7 +184,7 @@ func TestOutputReplayThenLiveHasNoGapsOrDuplicates(t *testing.T) {
 
 func TestStatusStreamsEveryTransitionThenEnds(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, dbURL string) {
-		db := openDB(t, dbURL)
+		db := testenv.OpenDB(t, dbURL)
 		hub := events.NewHub(db, events.Options{})
 		run := newRun(t, db, hub)
 		sub, err := hub.FollowStatus(bounded(t), run.id)
@@ -243,14 +230,14 @@ func TestStatusStreamsEveryTransitionThenEnds(t *testing.T) {
 }
 
 func TestUnknownRunIsNotFound(t *testing.T) {
-	hub := events.NewHub(openDB(t, testenv.SQLiteURL(t)), events.Options{})
+	hub := events.NewHub(testenv.OpenDB(t, testenv.SQLiteURL(t)), events.Options{})
 	if _, err := hub.FollowOutput(bounded(t), "run_nope", 0); coderun.ErrorCode(err) != coderun.ERunNotFound {
 		t.Fatalf("got %v", err)
 	}
 }
 
 func TestManySubscribersGetTheSameStreamAndLeaveNothingBehind(t *testing.T) {
-	db := openDB(t, testenv.SQLiteURL(t))
+	db := testenv.OpenDB(t, testenv.SQLiteURL(t))
 	hub := events.NewHub(db, events.Options{Poll: 20 * time.Millisecond})
 	run := newRun(t, db, hub)
 	run.start()
@@ -313,7 +300,7 @@ func (s *countingStore) RunChanges(ctx context.Context, runID string, afterTrans
 
 func TestOneStoreReadPerChangeWhateverTheSubscribers(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, dbURL string) {
-		db := openDB(t, dbURL)
+		db := testenv.OpenDB(t, dbURL)
 		counted := &countingStore{Store: db}
 		hub := events.NewHub(counted, events.Options{Poll: time.Hour})
 		run := newRun(t, db, hub)
@@ -387,7 +374,7 @@ func (p *publishTimer) RunChanged(runID string) {
 }
 
 func TestSlowSubscriberIsClosedWithoutHoldingAnythingBack(t *testing.T) {
-	db := openDB(t, testenv.SQLiteURL(t))
+	db := testenv.OpenDB(t, testenv.SQLiteURL(t))
 	const buffer, total = 16, 100
 	hub := events.NewHub(db, events.Options{Buffer: buffer})
 	timer := &publishTimer{RunPublisher: hub}

@@ -16,7 +16,7 @@ import (
 // listener alone (its feeds do not poll), and sees every chunk as it comes.
 func TestChangesCrossProcessesThroughPostgres(t *testing.T) {
 	dbURL := testenv.PostgresURL(t)
-	workerDB, followerDB := openDB(t, dbURL), openDB(t, dbURL)
+	workerDB, followerDB := testenv.OpenDB(t, dbURL), testenv.OpenDB(t, dbURL)
 	ctx, cancel := context.WithCancel(bounded(t))
 	defer cancel()
 

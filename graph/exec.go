@@ -35,7 +35,6 @@ type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Subscription() SubscriptionResolver
-	SupportReport() SupportReportResolver
 	Viewer() ViewerResolver
 	CodeRunInput() CodeRunInputResolver
 }
@@ -283,9 +282,6 @@ type QueryResolver interface {
 type SubscriptionResolver interface {
 	CodeRunStatus(ctx context.Context, handle string, runID string) (<-chan *coderun.RunStatusEvent, error)
 	CodeRunOutput(ctx context.Context, handle string, runID string, afterSeq *int) (<-chan *OutputChunk, error)
-}
-type SupportReportResolver interface {
-	ReproArtifactBytes(ctx context.Context, obj *coderun.SupportReport) (int, error)
 }
 type ViewerResolver interface {
 	SupportReports(ctx context.Context, obj *coderun.Principal, first *int, after *string) (*SupportReportConnection, error)
@@ -1702,8 +1698,7 @@ type SupportReportEdge {
 extend type Mutation {
   """
   Files a support report from the caller. Needs support:write; any signed-in
-  user may file one. A report without a handle counts against the caller's own
-  daily number of them (50). ` + "`" + `idempotencyKey` + "`" + ` makes a retry answer the first
+  user may file one, 50 a UTC day. ` + "`" + `idempotencyKey` + "`" + ` makes a retry answer the first
   filing again instead of filing twice.
   """
   reportSupportIssue(input: SupportReportInput!, idempotencyKey: String): SupportReport!
@@ -5708,7 +5703,7 @@ func (ec *executionContext) _SupportReport_reproArtifactBytes(ctx context.Contex
 			return ec.fieldContext_SupportReport_reproArtifactBytes(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.SupportReport().ReproArtifactBytes(ctx, obj)
+			return obj.ReproArtifactBytes, nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
@@ -5719,7 +5714,7 @@ func (ec *executionContext) _SupportReport_reproArtifactBytes(ctx context.Contex
 	)
 }
 func (ec *executionContext) fieldContext_SupportReport_reproArtifactBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("SupportReport", field, true, true, "Int")
+	return graphql.NewScalarFieldContext("SupportReport", field, false, false, "Int")
 }
 
 func (ec *executionContext) _SupportReportConnection_edges(ctx context.Context, field graphql.CollectedField, obj *SupportReportConnection) (ret graphql.Marshaler) {
@@ -8631,49 +8626,48 @@ func (ec *executionContext) _SupportReport(ctx context.Context, sel ast.Selectio
 		case "reportId":
 			out.Values[i] = ec._SupportReport_reportId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "status":
 			out.Values[i] = ec._SupportReport_status(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "createdAt":
 			out.Values[i] = ec._SupportReport_createdAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "summary":
 			out.Values[i] = ec._SupportReport_summary(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "details":
 			out.Values[i] = ec._SupportReport_details(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "handle":
 			out.Values[i] = ec._SupportReport_handle(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "sessionId":
 			out.Values[i] = ec._SupportReport_sessionId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "requestId":
 			out.Values[i] = ec._SupportReport_requestId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "reproArtifactBytes":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._SupportReport_reproArtifactBytes(ctx, field, obj)
-				})
+			out.Values[i] = ec._SupportReport_reproArtifactBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}

@@ -63,15 +63,8 @@ func newEnv(t *testing.T, opts resolvers.Options) *env {
 func openDB(t testing.TB) *store.DB {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, testenv.SQLiteURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	err = db.InTx(ctx, func(tx *store.Tx) error {
+	db := testenv.OpenDB(t, testenv.SQLiteURL(t))
+	err := db.InTx(ctx, func(tx *store.Tx) error {
 		for _, h := range []string{"acme", "globex"} {
 			if err := tx.CreateHandle(ctx, coderun.Handle{Name: h, MaxActiveRuns: 4, DailyWriteLimit: 1000}); err != nil {
 				return err

@@ -31,11 +31,6 @@ func (r *queryResolver) Viewer(ctx context.Context) (*coderun.Principal, error) 
 	return p, nil
 }
 
-// ReproArtifactBytes is the resolver for the reproArtifactBytes field.
-func (r *supportReportResolver) ReproArtifactBytes(ctx context.Context, obj *coderun.SupportReport) (int, error) {
-	return len(deref(obj.ReproArtifact)), nil
-}
-
 // SupportReports is the resolver for the supportReports field.
 func (r *viewerResolver) SupportReports(ctx context.Context, obj *coderun.Principal, first *int, after *string) (*graph.SupportReportConnection, error) {
 	page, err := r.svc.ListSupportReports(ctx, deref(after), deref(first)) // 0: the service's default size
@@ -48,13 +43,7 @@ func (r *viewerResolver) SupportReports(ctx context.Context, obj *coderun.Princi
 	return &graph.SupportReportConnection{Edges: edges, PageInfo: info}, nil
 }
 
-// SupportReport returns graph.SupportReportResolver implementation.
-func (r *Resolver) SupportReport() graph.SupportReportResolver { return &supportReportResolver{r} }
-
 // Viewer returns graph.ViewerResolver implementation.
 func (r *Resolver) Viewer() graph.ViewerResolver { return &viewerResolver{r} }
 
-type (
-	supportReportResolver struct{ *Resolver }
-	viewerResolver        struct{ *Resolver }
-)
+type viewerResolver struct{ *Resolver }

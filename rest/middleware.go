@@ -159,7 +159,9 @@ type RequestRecorder interface {
 // withAccessLog logs and counts every request once it is served, under the
 // route pattern (not the raw path, which would carry ids). A signed-in
 // caller's request is also handed to requests (when set) as its answer
-// starts, so that it is on record before the caller can read its id.
+// starts, so that it is on record before the caller can read its id; it is
+// recorded with the handle the caller was authorized in, not merely one its
+// path named.
 func withAccessLog(log *slog.Logger, m *metrics, requests RequestRecorder, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -170,7 +172,7 @@ func withAccessLog(log *slog.Logger, m *metrics, requests RequestRecorder, next 
 				if p := info.principal; p != nil {
 					requests.RecordRequest(coderun.RequestRecord{
 						ID: coderun.RequestIDFromContext(r.Context()), UserID: p.UserID, TokenID: p.TokenID,
-						Handle: info.handle(), Method: r.Method, Route: info.route, Status: status, At: start.UTC(),
+						Handle: info.trace.Handle(), Method: r.Method, Route: info.route, Status: status, At: start.UTC(),
 					})
 				}
 			}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -117,12 +118,14 @@ func New(opts Options) http.Handler {
 	return withRequestID(h)
 }
 
-// routed serves r through mux, and the requests no route takes (404, 405)
-// through none.
+// routed serves r through mux, and through none the requests no route takes
+// (404, 405) and those whose path is not canonical (the mux would redirect
+// them without running the route's handler, its authentication and
+// throttle included).
 func routed(mux *http.ServeMux, none http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, pattern := mux.Handler(r)
-		if pattern == "" {
+		if pattern == "" || !canonical(r.URL.Path) {
 			none.ServeHTTP(w, r)
 			return
 		}
@@ -141,6 +144,12 @@ func unrouted(mux *http.ServeMux) http.HandlerFunc {
 		h, _ := mux.Handler(r)
 		probe := &headerProbe{header: http.Header{}}
 		h.ServeHTTP(probe, r)
+		if loc := probe.header.Get("Location"); probe.status >= 300 && probe.status < 400 && loc != "" {
+			// The mux's redirect to the canonical path.
+			w.Header().Set("Location", loc)
+			w.WriteHeader(probe.status)
+			return
+		}
 		if probe.status == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", probe.header.Get("Allow"))
 			writeError(w, r, coderun.Errorf(coderun.EMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
@@ -149,6 +158,16 @@ func unrouted(mux *http.ServeMux) http.HandlerFunc {
 		}
 		writeError(w, r, coderun.Errorf(coderun.ENotFound, "no route %s %s", r.Method, r.URL.Path))
 	}
+}
+
+// canonical reports whether p is a clean path, one the mux routes without
+// redirecting: no "." or ".." segments, no doubled slashes.
+func canonical(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // headerProbe is a ResponseWriter that keeps only the status and headers.

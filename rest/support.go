@@ -57,9 +57,7 @@ func (s *server) listSupportReports(w http.ResponseWriter, r *http.Request) {
 		views[i] = reportView{
 			reportReceipt: reportReceipt{ReportID: rp.ID, Status: rp.Status, CreatedAt: rp.CreatedAt},
 			Summary:       rp.Summary, Details: rp.Details, Handle: rp.Handle, SessionID: rp.SessionID, RequestID: rp.RequestID,
-		}
-		if rp.ReproArtifact != nil {
-			views[i].ReproArtifactBytes = len(*rp.ReproArtifact)
+			ReproArtifactBytes: rp.ReproArtifactBytes,
 		}
 	}
 	writeJSON(w, http.StatusOK, newList(coderun.Page[reportView]{Items: views, NextCursor: page.NextCursor}))

@@ -172,24 +172,30 @@ func TestSupportReportArtifactLimit(t *testing.T) {
 		t.Fatalf("64 KiB + 1: %v", err)
 	}
 	page, err := s.svc.ListSupportReports(ctx, "", 0)
-	if err != nil || len(page.Items) != 1 || len(*page.Items[0].ReproArtifact) != coderun.MaxReportArtifact {
+	if err != nil || len(page.Items) != 1 || page.Items[0].ReproArtifactBytes != coderun.MaxReportArtifact {
 		t.Fatalf("stored: %d reports, %v", len(page.Items), err)
 	}
 }
 
-// A user's reports without a handle are capped per UTC day, exactly, even when
-// filed at once.
-func TestReportsWithoutHandleAreCapped(t *testing.T) {
+// A user's reports, with a handle or without, are capped per UTC day,
+// exactly, even when filed at once.
+func TestReportsAreCapped(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, dbURL string) {
 		s := newStack(t, dbURL, nil)
+		s.handle("acme", "alice")
+		s.member("acme", "sam", coderun.RoleViewer)
 		tok := s.userJWT("sam")
-		const tries = service.MaxDailyReportsWithoutHandle + 10
+		const tries = service.MaxDailyReports + 10
 		statuses := make([]int, tries)
 		done := make(chan struct{})
 		for i := range tries {
 			go func() {
 				defer func() { done <- struct{}{} }()
-				r, err := s.send("POST", "/v2/support/report", tok, map[string]any{"summary": fmt.Sprint("report ", i), "details": "d"}, nil)
+				body := map[string]any{"summary": fmt.Sprint("report ", i), "details": "d"}
+				if i%2 == 0 {
+					body["handle"] = "acme"
+				}
+				r, err := s.send("POST", "/v2/support/report", tok, body, nil)
 				if err != nil {
 					t.Error(err)
 					return
@@ -209,8 +215,8 @@ func TestReportsWithoutHandleAreCapped(t *testing.T) {
 				filed++
 			}
 		}
-		if filed != service.MaxDailyReportsWithoutHandle {
-			t.Fatalf("%d of %d filed, want exactly %d; statuses %v", filed, tries, service.MaxDailyReportsWithoutHandle, statuses)
+		if filed != service.MaxDailyReports {
+			t.Fatalf("%d of %d filed, want exactly %d; statuses %v", filed, tries, service.MaxDailyReports, statuses)
 		}
 	})
 }

@@ -3,9 +3,12 @@ package rest_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,4 +138,37 @@ func TestThrottles(t *testing.T) {
 			t.Fatalf("another caller: %d %s", r.status, fmt.Sprint(string(r.body)))
 		}
 	})
+}
+
+// A path the mux would redirect to its canonical form (a "." segment, a
+// doubled slash) is throttled like any other, and gets only the redirect.
+func TestNonCanonicalPathsAreThrottled(t *testing.T) {
+	s, _ := throttledStack(t, rest.Throttles{
+		Read: rest.Rate{PerSecond: 0.001, Burst: 2}, Write: rest.Rate{PerSecond: 0.001, Burst: 2},
+		GraphQL: rest.Rate{PerSecond: 1, Burst: 3}, AuthFailure: rest.Rate{PerSecond: 0.1, Burst: 2},
+	})
+	s.handle("acme", "alice")
+	tok := s.userJWT("alice")
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(path string) response {
+		req, _ := http.NewRequest("GET", s.url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return response{status: res.StatusCode, header: res.Header, body: b}
+	}
+	for i, path := range []string{"/v2/handles/acme/./code-runtimes", "/v2/handles/acme//code-runtimes"} {
+		r := get(path)
+		if r.status/100 != 3 || r.header.Get("Location") == "" || strings.Contains(string(r.body), "items") {
+			t.Fatalf("%s: %d Location %q %s; want only a redirect", path, r.status, r.header.Get("Location"), r.body)
+		}
+		if _, remaining, _ := rateLimit(t, r); remaining != 1-i {
+			t.Fatalf("%s: %d remaining, want %d", path, remaining, 1-i)
+		}
+	}
+	expectProblem(t, get("/v2/handles/acme/./code-runtimes"), http.StatusTooManyRequests, "rate_limited")
 }

@@ -36,17 +36,26 @@ type requestLog struct {
 	db  *store.DB
 	svc *Service
 
-	mu        sync.Mutex
-	pending   []coderun.RequestRecord
-	scheduled bool // a flush is due
-	dropped   int  // records lost since the last warning
+	mu      sync.Mutex
+	pending []coderun.RequestRecord
+	due     bool // a flush is scheduled or about to run
+	dropped int  // records lost since the last warning
 
 	writing    sync.Mutex // one batch write at a time
+	failures   int        // batch writes failed in a row
 	lastForget time.Time
 }
 
+// maxRequestWriteFailures is how many times in a row a batch is tried before
+// it is given up (the access log still has its requests).
+const maxRequestWriteFailures = 3
+
+// requestWriteTimeout bounds one batch write.
+const requestWriteTimeout = 10 * time.Second
+
 // RecordRequest keeps r in the request log. It does not block on the
-// database: r is written with others within requestFlushDelay.
+// database: r is written with others within requestFlushDelay, or at once
+// when a whole batch is waiting.
 func (s *Service) RecordRequest(r coderun.RequestRecord) {
 	l := &s.requests
 	l.mu.Lock()
@@ -56,13 +65,15 @@ func (s *Service) RecordRequest(r coderun.RequestRecord) {
 		return
 	}
 	l.pending = append(l.pending, r)
-	switch {
-	case len(l.pending) >= requestBatch:
-		go l.flush(context.Background())
-	case !l.scheduled:
-		l.scheduled = true
-		time.AfterFunc(requestFlushDelay, func() { l.flush(context.Background()) })
+	if l.due {
+		return
 	}
+	l.due = true
+	delay := requestFlushDelay
+	if len(l.pending) >= requestBatch {
+		delay = 0
+	}
+	time.AfterFunc(delay, func() { l.flush(context.Background()) })
 }
 
 // FlushRequests writes the requests recorded so far; a server calls it as it
@@ -91,6 +102,66 @@ func (l *requestLog) flushFor(ctx context.Context, id string) {
 	defer l.writing.Unlock()
 }
 
+// flush writes every pending request, and at most once an hour forgets the
+// ones past requestRetention. The write is the log's, not the caller's: it
+// goes on when the caller's context ends (a reporter who hangs up), so that
+// others' requests are not lost with it. A batch that cannot be written is
+// tried again with the next, maxRequestWriteFailures times.
+func (l *requestLog) flush(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestWriteTimeout)
+	defer cancel()
+	l.writing.Lock()
+	defer l.writing.Unlock()
+	l.mu.Lock()
+	batch, dropped := l.pending, l.dropped
+	l.pending, l.dropped, l.due = nil, 0, false
+	l.mu.Unlock()
+	log := l.svc.log
+	if dropped > 0 {
+		log.WarnContext(ctx, "request log full: requests went unrecorded", "dropped", dropped)
+	}
+	if len(batch) == 0 {
+		return
+	}
+	err := l.db.InTx(ctx, func(tx *store.Tx) error { return tx.RecordRequests(ctx, batch) })
+	if err != nil {
+		if l.failures++; l.failures >= maxRequestWriteFailures {
+			l.failures = 0
+			log.WarnContext(ctx, "request log: write failed again; these requests cannot be cited", "requests", len(batch), "err", err)
+			return
+		}
+		log.WarnContext(ctx, "request log: write failed; trying again", "requests", len(batch), "err", err)
+		l.requeue(batch)
+		return
+	}
+	l.failures = 0
+	if now := l.svc.now(); now.Sub(l.lastForget) > time.Hour {
+		l.lastForget = now
+		err := l.db.InTx(ctx, func(tx *store.Tx) error {
+			_, err := tx.ForgetRequests(ctx, now.Add(-requestRetention))
+			return err
+		})
+		if err != nil {
+			log.WarnContext(ctx, "request log: forgetting old requests failed", "err", err)
+		}
+	}
+}
+
+// requeue puts a batch that could not be written back in front of the
+// requests recorded since, as far as maxPendingRequests allows, and has it
+// tried again after requestFlushDelay.
+func (l *requestLog) requeue(batch []coderun.RequestRecord) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	keep := min(len(batch), maxPendingRequests-len(l.pending))
+	l.dropped += len(batch) - keep
+	l.pending = append(batch[:keep:keep], l.pending...)
+	if !l.due {
+		l.due = true
+		time.AfterFunc(requestFlushDelay, func() { l.flush(context.Background()) })
+	}
+}
+
 // recentRequest reports whether id was handed out so recently that another
 // process may not have written it yet. A request id is a ULID: it carries
 // the time it was made.
@@ -101,41 +172,4 @@ func recentRequest(id string, now time.Time) bool {
 	}
 	age := now.Sub(ulid.Time(u.Time()))
 	return age > -time.Second && age < 2*requestFlushDelay
-}
-
-// flush writes every pending request, and at most once an hour forgets the
-// ones past requestRetention.
-func (l *requestLog) flush(ctx context.Context) {
-	l.writing.Lock()
-	defer l.writing.Unlock()
-	l.mu.Lock()
-	batch, dropped := l.pending, l.dropped
-	l.pending, l.dropped, l.scheduled = nil, 0, false
-	l.mu.Unlock()
-	log := l.svc.log
-	if dropped > 0 {
-		log.WarnContext(ctx, "request log full: requests went unrecorded", "dropped", dropped)
-	}
-	if len(batch) == 0 {
-		return
-	}
-	now := l.svc.now()
-	forget := now.Sub(l.lastForget) > time.Hour
-	err := l.db.InTx(ctx, func(tx *store.Tx) error {
-		if err := tx.RecordRequests(ctx, batch); err != nil {
-			return err
-		}
-		if forget {
-			_, err := tx.ForgetRequests(ctx, now.Add(-requestRetention))
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		log.WarnContext(ctx, "request log: write failed; these requests cannot be cited", "requests", len(batch), "err", err)
-		return
-	}
-	if forget {
-		l.lastForget = now
-	}
 }

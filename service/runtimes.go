@@ -112,11 +112,7 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 	if err != nil || replayed {
 		return rt, replayed, err
 	}
-	defer func() {
-		if err != nil {
-			s.release(ctx, c)
-		}
-	}()
+	defer s.settle(ctx, c, &err)
 	err = s.db.Read(ctx, func(tx *store.Tx) error {
 		if _, err := authorize(ctx, tx, handle, w.scope, w.role); err != nil {
 			return err

@@ -12,10 +12,10 @@ import (
 	"github.com/gharart/coderun/store"
 )
 
-// MaxDailyReportsWithoutHandle bounds the reports one user files in a UTC day
-// without naming a handle (a report that names one counts against that
-// handle's daily write limit instead).
-const MaxDailyReportsWithoutHandle = 50
+// MaxDailyReports bounds the reports one user files in a UTC day, so that no
+// one fills the store with reports, nor spends a handle's daily writes (a
+// report naming a handle is one of them) by filing reports as a viewer.
+const MaxDailyReports = 50
 
 // requestIDPattern is the form of the ids X-Request-Id carries.
 var requestIDPattern = regexp.MustCompile(`^req_[0-9A-HJKMNP-TV-Z]{26}$`)
@@ -61,15 +61,13 @@ func (s *Service) fileReport(ctx context.Context, w write, in coderun.SupportRep
 			}
 		}
 		now := s.now()
-		if w.handle == "" {
-			if err := s.checkReportsWithoutHandle(ctx, tx, p, now); err != nil {
-				return 0, err
-			}
+		if err := s.checkDailyReports(ctx, tx, p, now); err != nil {
+			return 0, err
 		}
 		r = coderun.SupportReport{
 			ID: newID("rpt_"), Status: coderun.ReportReceived, CreatedAt: now, UserID: p.UserID,
 			Summary: in.Summary, Details: in.Details, Handle: in.Handle, SessionID: in.SessionID,
-			RequestID: in.RequestID, ReproArtifact: in.ReproArtifact,
+			RequestID: in.RequestID, ReproArtifact: in.ReproArtifact, ReproArtifactBytes: len(stringOr(in.ReproArtifact)),
 		}
 		if err := tx.CreateSupportReport(ctx, r); err != nil {
 			return 0, err
@@ -94,23 +92,23 @@ func mayCite(ctx context.Context, tx *store.Tx, p *coderun.Principal, id string)
 	return nil
 }
 
-// checkReportsWithoutHandle refuses a report without a handle past the
-// caller's daily number of them. The caller's reports take turns on a lock,
-// so that concurrent ones cannot overshoot.
-func (s *Service) checkReportsWithoutHandle(ctx context.Context, tx *store.Tx, p *coderun.Principal, now time.Time) error {
+// checkDailyReports refuses a report past the caller's daily number of them.
+// The caller's reports take turns on a lock, so that concurrent ones cannot
+// overshoot.
+func (s *Service) checkDailyReports(ctx context.Context, tx *store.Tx, p *coderun.Principal, now time.Time) error {
 	if err := tx.LockName(ctx, "support-reports:"+p.UserID); err != nil {
 		return err
 	}
 	day := now.UTC().Truncate(24 * time.Hour)
 	n, err := tx.SupportReportsSince(ctx, p.UserID, day)
-	if err != nil || n < MaxDailyReportsWithoutHandle {
+	if err != nil || n < MaxDailyReports {
 		return err
 	}
 	reset := nextUTCMidnight(now)
-	e := coderun.Errorf(coderun.EDailyWriteLimit, "you filed %d support reports without a handle today; the count resets at %s",
-		MaxDailyReportsWithoutHandle, reset.Format(time.RFC3339))
+	e := coderun.Errorf(coderun.EDailyWriteLimit, "you filed %d support reports today; the count resets at %s",
+		MaxDailyReports, reset.Format(time.RFC3339))
 	e.RetryAfter = reset.Sub(now)
-	e.Details = map[string]any{"limit": MaxDailyReportsWithoutHandle, "resetAt": reset}
+	e.Details = map[string]any{"limit": MaxDailyReports, "resetAt": reset}
 	return e
 }
 

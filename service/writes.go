@@ -171,14 +171,25 @@ func (s *Service) commit(ctx context.Context, w write, result any, do func(tx *s
 	if err != nil || replayed {
 		return replayed, o, err
 	}
-	if o, err = s.finish(ctx, w, c, result, do); err != nil {
-		s.release(ctx, c)
-	}
+	defer s.settle(ctx, c, &err)
+	o, err = s.finish(ctx, w, c, result, do)
 	return false, o, err
 }
 
+// settle, deferred by the attempt holding c, releases c when the attempt
+// failed, with an error or a panic.
+func (s *Service) settle(ctx context.Context, c *claim, err *error) {
+	if v := recover(); v != nil {
+		s.release(ctx, c)
+		panic(v)
+	}
+	if *err != nil {
+		s.release(ctx, c)
+	}
+}
+
 // finish makes the write c began (nil for one without a key) in one
-// transaction; on failure the caller releases c.
+// transaction; the caller settles c.
 func (s *Service) finish(ctx context.Context, w write, c *claim, result any, do func(tx *store.Tx) (outcome, error)) (o outcome, err error) {
 	err = s.db.InTx(ctx, func(tx *store.Tx) error {
 		p, err := authorizeWrite(ctx, tx, w)

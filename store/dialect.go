@@ -34,6 +34,8 @@ type dialect struct {
 	skipLocked string
 	// readIsolation gives a read transaction one snapshot for all its queries.
 	readIsolation sql.IsolationLevel
+	// byteLength is the SQL for the length in bytes of a text column (%s).
+	byteLength string
 	// lockName, when set, is a statement that holds a lock named by its one
 	// argument until the transaction ends. SQLite needs none (BEGIN
 	// IMMEDIATE holds the whole database).
@@ -42,8 +44,10 @@ type dialect struct {
 
 var (
 	postgresDialect = dialect{name: "postgres", bind: sqlx.DOLLAR, goose: goose.DialectPostgres, forUpdate: " FOR UPDATE", skipLocked: " FOR UPDATE SKIP LOCKED",
-		readIsolation: sql.LevelRepeatableRead, lockName: `SELECT pg_advisory_xact_lock(hashtextextended(?, 0))`}
-	sqliteDialect = dialect{name: "sqlite", bind: sqlx.QUESTION, goose: goose.DialectSQLite3}
+		readIsolation: sql.LevelRepeatableRead, lockName: `SELECT pg_advisory_xact_lock(hashtextextended(?, 0))`,
+		byteLength: "octet_length(%s)"}
+	sqliteDialect = dialect{name: "sqlite", bind: sqlx.QUESTION, goose: goose.DialectSQLite3,
+		byteLength: "length(CAST(%s AS BLOB))"}
 )
 
 func (d dialect) rebind(query string) string { return sqlx.Rebind(d.bind, query) }

@@ -61,10 +61,9 @@ func (tx *Tx) CreateSupportReport(ctx context.Context, r coderun.SupportReport) 
 	return nil
 }
 
-// SupportReportsSince counts the reports userID filed at or after since
-// without naming a handle.
+// SupportReportsSince counts the reports userID filed at or after since.
 func (tx *Tx) SupportReportsSince(ctx context.Context, userID string, since time.Time) (int, error) {
-	const q = `SELECT COUNT(*) FROM support_reports WHERE user_id = ? AND handle IS NULL AND created_at >= ?`
+	const q = `SELECT COUNT(*) FROM support_reports WHERE user_id = ? AND created_at >= ?`
 	var n int
 	if err := tx.get(ctx, &n, q, userID, someTime(since)); err != nil {
 		return 0, fmt.Errorf("count support reports of %q: %w", userID, err)
@@ -73,13 +72,15 @@ func (tx *Tx) SupportReportsSince(ctx context.Context, userID string, since time
 }
 
 // ListSupportReports returns up to limit of userID's reports, newest first,
+// each with the size of its artifact but not the artifact itself,
 // starting after the report beforeID ("" for the newest). A handle other than
 // "" leaves out the reports that name another handle.
 func (tx *Tx) ListSupportReports(ctx context.Context, userID, handle, beforeID string, limit int) ([]coderun.SupportReport, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("list support reports of %q: limit %d is not positive", userID, limit)
 	}
-	const q = `SELECT id, user_id, handle, session_id, request_id, summary, details, repro_artifact, status, created_at
+	q := `SELECT id, user_id, handle, session_id, request_id, summary, details,
+		COALESCE(` + fmt.Sprintf(tx.db.d.byteLength, "repro_artifact") + `, 0), status, created_at
 		FROM support_reports WHERE user_id = ? AND (? = '' OR handle IS NULL OR handle = ?) AND (? = '' OR id < ?)
 		ORDER BY id DESC LIMIT ?`
 	rows, err := tx.tx.QueryxContext(ctx, tx.db.d.rebind(q), userID, handle, handle, beforeID, beforeID, limit)
@@ -90,13 +91,13 @@ func (tx *Tx) ListSupportReports(ctx context.Context, userID, handle, beforeID s
 	var reports []coderun.SupportReport
 	for rows.Next() {
 		var r coderun.SupportReport
-		var handle, session, request, artifact sql.NullString
+		var handle, session, request sql.NullString
 		var status string
 		var created dbTime
-		if err := rows.Scan(&r.ID, &r.UserID, &handle, &session, &request, &r.Summary, &r.Details, &artifact, &status, &created); err != nil {
+		if err := rows.Scan(&r.ID, &r.UserID, &handle, &session, &request, &r.Summary, &r.Details, &r.ReproArtifactBytes, &status, &created); err != nil {
 			return nil, fmt.Errorf("list support reports of %q: %w", userID, err)
 		}
-		r.Handle, r.SessionID, r.RequestID, r.ReproArtifact = nullable(handle), nullable(session), nullable(request), nullable(artifact)
+		r.Handle, r.SessionID, r.RequestID = nullable(handle), nullable(session), nullable(request)
 		r.Status, r.CreatedAt = coderun.ReportStatus(status), created.Time
 		reports = append(reports, r)
 	}

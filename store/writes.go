@@ -90,7 +90,12 @@ func (tx *Tx) ClaimIdempotentWrite(ctx context.Context, w IdempotentWrite, expir
 	var result sql.NullString
 	var created, claimedAt dbTime
 	err = tx.queryRow(ctx, q, w.Handle, w.UserID, w.Key).Scan(&kept.Fingerprint, &kept.Claim, &kept.Status, &result, &created, &claimedAt)
-	if err != nil {
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		// The attempt holding the key failed and released it between our
+		// insert and this read: it was in flight a moment ago.
+		return IdempotentWrite{Handle: w.Handle, UserID: w.UserID, Key: w.Key, Fingerprint: w.Fingerprint}, false, nil
+	case err != nil:
 		return kept, false, fmt.Errorf("idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
 	}
 	kept.Handle, kept.UserID, kept.Key, kept.Result = w.Handle, w.UserID, w.Key, []byte(result.String)

@@ -8,7 +8,7 @@ CREATE TABLE requests (
     id       text COLLATE "C" PRIMARY KEY, -- req_<ULID>, as in X-Request-Id
     user_id  text NOT NULL,
     token_id text NOT NULL, -- '' for a JWT
-    handle   text NOT NULL, -- the handle the route named, '' for none
+    handle   text NOT NULL, -- the handle the caller was authorized in, '' for none
     method   text NOT NULL,
     route    text NOT NULL, -- the route pattern, e.g. POST /v2/handles/{handle}/code-runs
     status   integer NOT NULL,

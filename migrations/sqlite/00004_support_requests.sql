@@ -8,7 +8,7 @@ CREATE TABLE requests (
     id       TEXT PRIMARY KEY, -- req_<ULID>, as in X-Request-Id
     user_id  TEXT NOT NULL,
     token_id TEXT NOT NULL, -- '' for a JWT
-    handle   TEXT NOT NULL, -- the handle the route named, '' for none
+    handle   TEXT NOT NULL, -- the handle the caller was authorized in, '' for none
     method   TEXT NOT NULL,
     route    TEXT NOT NULL, -- the route pattern, e.g. POST /v2/handles/{handle}/code-runs
     status   INTEGER NOT NULL,
