@@ -355,8 +355,9 @@ func TestSubscriptionsFanOutWithoutLeaks(t *testing.T) {
 }
 
 func TestSubscriptionsDropASlowConsumer(t *testing.T) {
-	// Subscribers may fall 32 chunks behind: the slow one falls further.
-	e := newRunEnvWith(t, resolvers.Options{WriteTimeout: 2 * time.Second}, events.Options{Buffer: 32})
+	// Subscribers may fall 64 chunks (4 MiB) behind, room for a normal one on
+	// a loaded machine; the slow one falls further, or its writes time out.
+	e := newRunEnvWith(t, resolvers.Options{WriteTimeout: 2 * time.Second}, events.Options{Buffer: 64})
 	// A chatty runtime, allowed 16 MiB of output.
 	e.put("alice", "chatty", map[string]any{"image": demoImage, "digest": testenv.BusyboxImage(t, demoImage),
 		"command": []string{"sh", "main.sh"}, "entrypointFile": "main.sh",
