@@ -3,7 +3,9 @@
 // against the baseline of the same program in the same image through a bare
 // `docker run --rm`, measured in the same run on the same machine. It starts
 // a real `coderun serve` (SQLite in a temp dir, the local Docker engine) and
-// talks to it over HTTP like any client.
+// talks to it like a live client: it submits over REST and follows each run's
+// status over the GraphQL websocket (codeRunStatus), so that it hears of the
+// end the moment the service does, without loading the service with polls.
 //
 //	go build -o bin/coderun ./cmd/coderun && go run ./cmd/coderun-bench [-n 30] [-concurrency 4]
 package main
@@ -23,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 func main() {
@@ -51,7 +55,21 @@ func bench(binary, image string, n, concurrency int) error {
 	if err := srv.setup(image, digest); err != nil {
 		return err
 	}
-	hello := func() error { return srv.run("echo hello") }
+	// Each client holds a websocket; a run borrows one to follow itself.
+	followers := make(chan *follower, concurrency)
+	for range concurrency {
+		f, err := srv.follower()
+		if err != nil {
+			return err
+		}
+		defer f.conn.Close()
+		followers <- f
+	}
+	hello := func() error {
+		f := <-followers
+		defer func() { followers <- f }()
+		return srv.run(f, "echo hello")
+	}
 	docker := func() error {
 		out, err := exec.Command("docker", "run", "--rm", "--network", "none", image, "sh", "-c", "echo hello").CombinedOutput()
 		if err != nil || string(out) != "hello\n" {
@@ -153,8 +171,8 @@ func start(binary string) (*server, error) {
 	s := &server{dir: dir, base: "http://" + addr, env: append(os.Environ(),
 		"CODERUN_DATA_DIR="+dir, "CODERUN_DATABASE_URL=sqlite://"+filepath.Join(dir, "coderun.db"),
 		"CODERUN_ADDR="+addr, "CODERUN_WORKER_SLOTS=4", "CODERUN_LOG_LEVEL=warn",
-		// The client polls for the end of each run: far above a person's rate.
-		"CODERUN_RATE_READ=10000:10000")}
+		// Submissions come far faster than a person's.
+		"CODERUN_RATE_WRITE=10000:10000")}
 	for _, args := range [][]string{{"handle", "create", "bench", "--owner", "bench", "--max-active-runs", "16"}} {
 		if out, err := s.command(binary, args...); err != nil {
 			return nil, fmt.Errorf("coderun %s: %v %s", args[0], err, out)
@@ -225,8 +243,8 @@ func (s *server) setup(image, digest string) error {
 	return nil
 }
 
-// run submits code and polls the run until it is terminal.
-func (s *server) run(code string) error {
+// run submits code and follows the run over f until it is terminal.
+func (s *server) run(f *follower, code string) error {
 	var run struct {
 		RunID  string `json:"runId"`
 		Status string `json:"status"`
@@ -234,17 +252,84 @@ func (s *server) run(code string) error {
 	if status, err := s.call("POST", "/v2/handles/bench/code-runs", map[string]any{"runtimeKey": "sh", "code": code}, &run); err != nil || status != 202 {
 		return fmt.Errorf("submit: %d %v", status, err)
 	}
+	status, err := f.terminal(run.RunID)
+	if err == nil && status != "SUCCEEDED" {
+		err = fmt.Errorf("run %s ended %s", run.RunID, status)
+	}
+	return err
+}
+
+// follower is a client's GraphQL websocket (graphql-transport-ws).
+type follower struct {
+	conn *websocket.Conn
+	next int // the id of the next subscription
+}
+
+// wsMessage is a graphql-transport-ws message.
+type wsMessage struct {
+	ID      string          `json:"id,omitempty"`
+	Type    string          `json:"type"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+func (s *server) follower() (*follower, error) {
+	d := websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}}
+	conn, _, err := d.Dial("ws"+strings.TrimPrefix(s.base, "http")+"/graphql", nil)
+	if err != nil {
+		return nil, fmt.Errorf("websocket: %w", err)
+	}
+	auth, _ := json.Marshal(map[string]string{"Authorization": "Bearer " + s.token})
+	if err := conn.WriteJSON(wsMessage{Type: "connection_init", Payload: auth}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var ack wsMessage
+	if err := conn.ReadJSON(&ack); err != nil || ack.Type != "connection_ack" {
+		conn.Close()
+		return nil, fmt.Errorf("websocket: no connection_ack (%s, %v)", ack.Type, err)
+	}
+	return &follower{conn: conn}, nil
+}
+
+const statusSubscription = `subscription($h: String!, $id: String!) { codeRunStatus(handle: $h, runId: $id) { status } }`
+
+// terminal subscribes to the run's status and returns the first terminal
+// one: the subscription sends the current status first, so a run that ended
+// before it began is seen at once.
+func (f *follower) terminal(runID string) (string, error) {
+	f.next++
+	id := fmt.Sprint(f.next)
+	sub, _ := json.Marshal(map[string]any{"query": statusSubscription, "variables": map[string]string{"h": "bench", "id": runID}})
+	if err := f.conn.WriteJSON(wsMessage{ID: id, Type: "subscribe", Payload: sub}); err != nil {
+		return "", err
+	}
+	f.conn.SetReadDeadline(time.Now().Add(time.Minute))
 	for {
-		if _, err := s.call("GET", "/v2/handles/bench/code-runs/"+run.RunID, nil, &run); err != nil {
-			return err
+		var m wsMessage
+		if err := f.conn.ReadJSON(&m); err != nil {
+			return "", fmt.Errorf("follow run %s: %w", runID, err)
 		}
-		switch run.Status {
-		case "succeeded":
-			return nil
-		case "queued", "starting", "running":
-			time.Sleep(5 * time.Millisecond)
+		switch {
+		case m.Type == "ping":
+			f.conn.WriteJSON(wsMessage{Type: "pong"})
+		case m.ID != id: // the end of an earlier subscription
+		case m.Type == "next":
+			var p struct {
+				Data struct {
+					CodeRunStatus struct{ Status string } `json:"codeRunStatus"`
+				} `json:"data"`
+				Errors []struct{ Message string } `json:"errors"`
+			}
+			if err := json.Unmarshal(m.Payload, &p); err != nil || len(p.Errors) > 0 {
+				return "", fmt.Errorf("follow run %s: %s %v", runID, m.Payload, err)
+			}
+			switch st := p.Data.CodeRunStatus.Status; st {
+			case "QUEUED", "STARTING", "RUNNING":
+			default:
+				return st, nil
+			}
 		default:
-			return fmt.Errorf("run %s ended %s", run.RunID, run.Status)
+			return "", fmt.Errorf("follow run %s: %s %s", runID, m.Type, m.Payload)
 		}
 	}
 }
