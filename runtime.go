@@ -133,6 +133,9 @@ type LimitsInput struct {
 // Page is one page of a list, newest or lowest first as the list defines, with
 // an opaque cursor for the next page ("" when this is the last).
 type Page[T any] struct {
-	Items      []T
+	Items []T
+	// Cursors holds, for each item, the cursor that continues after it.
+	Cursors []string
+	// NextCursor continues after the page; "" on the last page.
 	NextCursor string
 }

@@ -1283,7 +1283,7 @@ type CodeRun implements Node {
   transitions: [CodeRunTransition!]!
   """
   The output chunks with seq > ` + "`" + `afterSeq` + "`" + ` (default 0: from the start), at most
-  ` + "`" + `first` + "`" + ` of them (1–1000, default 100). An ` + "`" + `errored` + "`" + ` run that wrote nothing has
+  ` + "`" + `first` + "`" + ` of them (1–100, default 100). An ` + "`" + `errored` + "`" + ` run that wrote nothing has
   no output: asking for it is an ` + "`" + `output_unavailable` + "`" + ` error.
   """
   output(afterSeq: Int, first: Int): CodeRunOutput!
@@ -1312,12 +1312,8 @@ type CodeRunConnection {
 }
 
 type CodeRunEdge {
-  """
-  The cursor to pass as ` + "`" + `after` + "`" + ` to continue after this edge. Only the last edge
-  of a page that has a next one carries a cursor today (the same as
-  ` + "`" + `pageInfo.endCursor` + "`" + `); the others are null.
-  """
-  cursor: String
+  "The cursor to pass as ` + "`" + `after` + "`" + ` to continue after this edge."
+  cursor: String!
   node: CodeRun!
 }
 
@@ -1503,12 +1499,8 @@ type CodeRuntimeConnection {
 }
 
 type CodeRuntimeEdge {
-  """
-  The cursor to pass as ` + "`" + `after` + "`" + ` to continue after this edge. Only the last edge
-  of a page that has a next one carries a cursor today (the same as
-  ` + "`" + `pageInfo.endCursor` + "`" + `); the others are null.
-  """
-  cursor: String
+  "The cursor to pass as ` + "`" + `after` + "`" + ` to continue after this edge."
+  cursor: String!
   node: CodeRuntime!
 }
 
@@ -1572,7 +1564,7 @@ interface Node {
 "Relay pagination state of a connection."
 type PageInfo {
   hasNextPage: Boolean!
-  "The cursor to pass as ` + "`" + `after` + "`" + ` for the next page; null on the last page."
+  "The cursor of the page's last edge, to pass as ` + "`" + `after` + "`" + ` for the next page; null when the page is empty."
   endCursor: String
 }
 
@@ -1690,8 +1682,8 @@ type SupportReportConnection {
 }
 
 type SupportReportEdge {
-  "The cursor to continue after this edge; only the last edge of a page with a next one carries it."
-  cursor: String
+  "The cursor to pass as ` + "`" + `after` + "`" + ` to continue after this edge."
+  cursor: String!
   node: SupportReport!
 }
 
@@ -3193,11 +3185,11 @@ func (ec *executionContext) _CodeRunEdge_cursor(ctx context.Context, field graph
 			return obj.Cursor, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
-			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
 		},
 		true,
-		false,
+		true,
 	)
 }
 func (ec *executionContext) fieldContext_CodeRunEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -4093,11 +4085,11 @@ func (ec *executionContext) _CodeRuntimeEdge_cursor(ctx context.Context, field g
 			return obj.Cursor, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
-			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
 		},
 		true,
-		false,
+		true,
 	)
 }
 func (ec *executionContext) fieldContext_CodeRuntimeEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -5793,11 +5785,11 @@ func (ec *executionContext) _SupportReportEdge_cursor(ctx context.Context, field
 			return obj.Cursor, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
-			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
 		},
 		true,
-		false,
+		true,
 	)
 }
 func (ec *executionContext) fieldContext_SupportReportEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -7624,7 +7616,7 @@ func (ec *executionContext) _CodeRunEdge(ctx context.Context, sel ast.SelectionS
 			out.Values[i] = graphql.MarshalString("CodeRunEdge")
 		case "cursor":
 			out.Values[i] = ec._CodeRunEdge_cursor(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		case "node":
@@ -8002,7 +7994,7 @@ func (ec *executionContext) _CodeRuntimeEdge(ctx context.Context, sel ast.Select
 			out.Values[i] = graphql.MarshalString("CodeRuntimeEdge")
 		case "cursor":
 			out.Values[i] = ec._CodeRuntimeEdge_cursor(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		case "node":
@@ -8736,7 +8728,7 @@ func (ec *executionContext) _SupportReportEdge(ctx context.Context, sel ast.Sele
 			out.Values[i] = graphql.MarshalString("SupportReportEdge")
 		case "cursor":
 			out.Values[i] = ec._SupportReportEdge_cursor(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		case "node":

@@ -19,10 +19,8 @@ type CodeRunConnection struct {
 }
 
 type CodeRunEdge struct {
-	// The cursor to pass as `after` to continue after this edge. Only the last edge
-	// of a page that has a next one carries a cursor today (the same as
-	// `pageInfo.endCursor`); the others are null.
-	Cursor *string      `json:"cursor,omitempty"`
+	// The cursor to pass as `after` to continue after this edge.
+	Cursor string       `json:"cursor"`
 	Node   *coderun.Run `json:"node"`
 }
 
@@ -49,10 +47,8 @@ type CodeRuntimeConnection struct {
 }
 
 type CodeRuntimeEdge struct {
-	// The cursor to pass as `after` to continue after this edge. Only the last edge
-	// of a page that has a next one carries a cursor today (the same as
-	// `pageInfo.endCursor`); the others are null.
-	Cursor *string          `json:"cursor,omitempty"`
+	// The cursor to pass as `after` to continue after this edge.
+	Cursor string           `json:"cursor"`
 	Node   *coderun.Runtime `json:"node"`
 }
 
@@ -81,7 +77,7 @@ type OutputChunk struct {
 // Relay pagination state of a connection.
 type PageInfo struct {
 	HasNextPage bool `json:"hasNextPage"`
-	// The cursor to pass as `after` for the next page; null on the last page.
+	// The cursor of the page's last edge, to pass as `after` for the next page; null when the page is empty.
 	EndCursor *string `json:"endCursor,omitempty"`
 }
 
@@ -91,7 +87,7 @@ type SupportReportConnection struct {
 }
 
 type SupportReportEdge struct {
-	// The cursor to continue after this edge; only the last edge of a page with a next one carries it.
-	Cursor *string                `json:"cursor,omitempty"`
+	// The cursor to pass as `after` to continue after this edge.
+	Cursor string                 `json:"cursor"`
 	Node   *coderun.SupportReport `json:"node"`
 }

@@ -25,34 +25,29 @@ func connectionComplexity(childComplexity int, first *int) int {
 }
 
 func runtimeConnection(page coderun.Page[coderun.Runtime]) *graph.CodeRuntimeConnection {
-	edges, info := connection(page, func(node *coderun.Runtime, cursor *string) graph.CodeRuntimeEdge {
+	edges, info := connection(page, func(node *coderun.Runtime, cursor string) graph.CodeRuntimeEdge {
 		return graph.CodeRuntimeEdge{Node: node, Cursor: cursor}
 	})
 	return &graph.CodeRuntimeConnection{Edges: edges, PageInfo: info}
 }
 
 func runConnection(page coderun.Page[coderun.Run]) *graph.CodeRunConnection {
-	edges, info := connection(page, func(node *coderun.Run, cursor *string) graph.CodeRunEdge {
+	edges, info := connection(page, func(node *coderun.Run, cursor string) graph.CodeRunEdge {
 		return graph.CodeRunEdge{Node: node, Cursor: cursor}
 	})
 	return &graph.CodeRunConnection{Edges: edges, PageInfo: info}
 }
 
-// connection lays a page out as Relay edges, made by edge, and page info. The
-// service's cursor continues after the page's last item, so only the last
-// edge of a page that has a next one carries a cursor.
-func connection[T, E any](page coderun.Page[T], edge func(node *T, cursor *string) E) ([]E, *graph.PageInfo) {
+// connection lays a page out as Relay edges, made by edge, and page info:
+// every edge carries the cursor that continues after it.
+func connection[T, E any](page coderun.Page[T], edge func(node *T, cursor string) E) ([]E, *graph.PageInfo) {
 	info := &graph.PageInfo{HasNextPage: page.NextCursor != ""}
-	if info.HasNextPage {
-		info.EndCursor = &page.NextCursor
-	}
 	edges := make([]E, len(page.Items))
 	for i := range page.Items {
-		var cursor *string
-		if i == len(page.Items)-1 {
-			cursor = info.EndCursor
-		}
-		edges[i] = edge(&page.Items[i], cursor)
+		edges[i] = edge(&page.Items[i], page.Cursors[i])
+	}
+	if n := len(page.Cursors); n > 0 {
+		info.EndCursor = &page.Cursors[n-1]
 	}
 	return edges, info
 }

@@ -6,12 +6,12 @@ import (
 	"github.com/gharart/coderun/service"
 )
 
-// The chunks one CodeRun.output page may hold (`first`): 1–1000, 100 when
-// omitted. Chunks are coalesced up to ~64 KiB, so a page is bounded in bytes
-// too, and most runs' output fits in the default page.
+// The chunks one CodeRun.output page may hold (`first`): 1–100 as for every
+// `first` (CONTRACT.md), 100 when omitted. Chunks are coalesced up to ~64 KiB,
+// so a page is bounded in bytes too, and most runs' output fits in one page.
 const (
 	defaultOutputChunks = 100
-	maxOutputChunks     = 1000
+	maxOutputChunks     = 100
 )
 
 // outputPageSize checks a CodeRun.output `first`.

@@ -304,12 +304,12 @@ func TestCodeRuns(t *testing.T) {
 			first.Stdout+first.Stderr != first.Chunks[0].Data {
 			t.Fatalf("first page = %+v", first)
 		}
-		second := e.output(hello.RunID, "(afterSeq: 1, first: 1000)")
+		second := e.output(hello.RunID, "(afterSeq: 1, first: 100)")
 		if len(second.Chunks) != 1 || second.Chunks[0].Seq != 2 || !second.Complete || second.NextSeq != 2 ||
 			second.Stdout+second.Stderr != second.Chunks[0].Data || second.Chunks[0].Stream == first.Chunks[0].Stream {
 			t.Fatalf("second page = %+v", second)
 		}
-		for _, args := range []string{"(first: 0)", "(first: 1001)", "(afterSeq: -1)"} {
+		for _, args := range []string{"(first: 0)", "(first: 101)", "(afterSeq: -1)"} {
 			r := e.do("alice", `query($id: String!) { handle(handle: "acme") { run(runId: $id) { output`+args+` { complete } } } }`,
 				map[string]any{"id": hello.RunID})
 			onlyError(t, r, "validation_failed")
@@ -540,10 +540,11 @@ func TestComplexityPricesRunsAndTheirOutput(t *testing.T) {
 
 	// Output is priced by the chunks it may return, times the runs asked for.
 	for query, admitted := range map[string]bool{
-		`runs(first: 10) { edges { node { output(first: 10) { stdout } } } }`:   true,
-		`runs(first: 1) { edges { node { output(first: 1000) { stdout } } } }`:  true,
-		`runs { edges { node { output { stdout } } } }`:                         false, // 50 runs × 100 chunks
-		`runs(first: 10) { edges { node { output(first: 1000) { stdout } } } }`: false,
+		`runs(first: 10) { edges { node { output(first: 10) { stdout } } } }`:  true,
+		`runs(first: 1) { edges { node { output(first: 100) { stdout } } } }`:  true,
+		`runs(first: 40) { edges { node { output(first: 100) { stdout } } } }`: true,
+		`runs { edges { node { output { stdout } } } }`:                        false, // 50 runs × 100 chunks
+		`runs(first: 60) { edges { node { output(first: 100) { stdout } } } }`: false,
 	} {
 		r := e.do("vera", `{ handle(handle: "acme") { `+query+` } }`, nil)
 		if admitted && (len(r.Errors) != 0 || r.status != http.StatusOK) {

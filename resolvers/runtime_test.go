@@ -149,22 +149,33 @@ func TestRuntimesArePagedInKeyOrder(t *testing.T) {
 		e.data("vera", page, map[string]any{"after": after}, &p)
 		conn := p.Handle.Runtimes
 		for _, edge := range conn.Edges {
+			if edge.Cursor == nil {
+				t.Fatalf("page %d: an edge without a cursor", pages)
+			}
 			keys = append(keys, edge.Node.Key)
 		}
+		last := conn.Edges[len(conn.Edges)-1].Cursor
+		if conn.PageInfo.EndCursor == nil || *last != *conn.PageInfo.EndCursor {
+			t.Fatalf("page %d: endCursor %v, last edge's cursor %v", pages, conn.PageInfo.EndCursor, *last)
+		}
 		if !conn.PageInfo.HasNextPage {
-			if conn.PageInfo.EndCursor != nil || pages != 3 {
-				t.Fatalf("last page %d: endCursor %v", pages, conn.PageInfo.EndCursor)
+			if pages != 3 {
+				t.Fatalf("last page is page %d, want 3", pages)
 			}
 			break
-		}
-		last := conn.Edges[len(conn.Edges)-1].Cursor
-		if conn.PageInfo.EndCursor == nil || last == nil || *last != *conn.PageInfo.EndCursor {
-			t.Fatalf("page %d: endCursor %v, last edge's cursor %v", pages, conn.PageInfo.EndCursor, last)
 		}
 		after = *conn.PageInfo.EndCursor
 	}
 	if want := []string{"go", "java", "node", "python", "ruby"}; !slices.Equal(keys, want) {
 		t.Fatalf("keys over all pages = %v, want %v", keys, want)
+	}
+
+	// Any edge's cursor continues right after it.
+	var first, rest pageData
+	e.data("vera", page, map[string]any{"after": nil}, &first)
+	e.data("vera", page, map[string]any{"after": *first.Handle.Runtimes.Edges[0].Cursor}, &rest)
+	if got := rest.Handle.Runtimes.Edges; len(got) != 2 || got[0].Node.Key != "java" || got[1].Node.Key != "node" {
+		t.Fatalf("after the first edge: %+v", got)
 	}
 
 	r := e.do("vera", `{ handle(handle: "acme") { runtimes(first: 101) { edges { cursor } } } }`, nil)

@@ -37,7 +37,7 @@ func (r *viewerResolver) SupportReports(ctx context.Context, obj *coderun.Princi
 	if err != nil {
 		return nil, err
 	}
-	edges, info := connection(page, func(node *coderun.SupportReport, cursor *string) graph.SupportReportEdge {
+	edges, info := connection(page, func(node *coderun.SupportReport, cursor string) graph.SupportReportEdge {
 		return graph.SupportReportEdge{Node: node, Cursor: cursor}
 	})
 	return &graph.SupportReportConnection{Edges: edges, PageInfo: info}, nil

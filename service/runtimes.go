@@ -279,14 +279,21 @@ func pageSize(limit int) (int, error) {
 }
 
 // pageOf makes a page of items, which were read with limit+1 rows: an extra
-// row means there is a next page, which continues after the last item kept
-// (named by key).
+// row means there is a next page, which continues after the last item kept.
+// key names an item in its cursor.
 func pageOf[T any](items []T, limit int, key func(T) string) coderun.Page[T] {
-	if len(items) <= limit {
-		return coderun.Page[T]{Items: items}
+	more := len(items) > limit
+	if more {
+		items = items[:limit]
 	}
-	items = items[:limit]
-	return coderun.Page[T]{Items: items, NextCursor: encodeCursor(key(items[limit-1]))}
+	page := coderun.Page[T]{Items: items, Cursors: make([]string, len(items))}
+	for i, it := range items {
+		page.Cursors[i] = encodeCursor(key(it))
+	}
+	if more {
+		page.NextCursor = page.Cursors[limit-1]
+	}
+	return page
 }
 
 // Cursors are opaque to callers; today they carry the last key of a page.
