@@ -199,7 +199,21 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	srv.SetErrorPresenter(presentError(opts.Logger))
 	srv.SetRecoverFunc(recoverPanic(opts.Logger))
 
-	return refuseForeignOrigins(origins, limitConnections(connections, refuseBatches(srv)))
+	return refuseOtherMethods(refuseForeignOrigins(origins, limitConnections(connections, refuseBatches(srv))))
+}
+
+// refuseOtherMethods answers what is neither a POST nor a websocket upgrade
+// with 405 and the methods that are served, as a GraphQL error.
+func refuseOtherMethods(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost || r.Method == http.MethodGet && r.Header.Get("Upgrade") != "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Allow", "GET, POST")
+		refuseRequest(w, r, http.StatusMethodNotAllowed, coderun.EMethodNotAllowed,
+			fmt.Sprintf("%s is not served here: POST an operation, or GET with a websocket upgrade for subscriptions", r.Method))
+	})
 }
 
 // refuseBatches answers a POST whose body is a JSON array — a batch of

@@ -2,6 +2,7 @@ package rest_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -85,4 +86,36 @@ func TestGraphQLErrorsCarryCodeAndRequestID(t *testing.T) {
 			t.Fatalf("another tenant's handle: %v", got)
 		}
 	})
+}
+
+// What the edge refuses at /graphql before GraphQL sees it is still answered
+// as GraphQL clients expect: errors[] with the code and request id.
+func TestGraphQLEdgeRefusalsAreGraphQLErrors(t *testing.T) {
+	s := newStack(t, "sqlite://"+t.TempDir()+"/db", nil)
+	for _, tc := range []struct {
+		method, token string
+		status        int
+		code, header  string
+	}{
+		{"POST", "", http.StatusUnauthorized, "unauthenticated", "WWW-Authenticate"},
+		{"POST", "crp_nope", http.StatusUnauthorized, "unauthenticated", "WWW-Authenticate"},
+		{"GET", s.userJWT("alice"), http.StatusMethodNotAllowed, "method_not_allowed", "Allow"},
+		{"PUT", s.userJWT("alice"), http.StatusMethodNotAllowed, "method_not_allowed", "Allow"},
+	} {
+		r := s.do(tc.method, "/graphql", tc.token, map[string]any{"query": "{ __typename }"})
+		var got struct {
+			Errors []struct {
+				Message    string
+				Extensions map[string]any
+			}
+		}
+		if err := json.Unmarshal(r.body, &got); err != nil || r.status != tc.status || len(got.Errors) != 1 {
+			t.Fatalf("%s with %q: %d %s", tc.method, tc.token, r.status, r.body)
+		}
+		ext := got.Errors[0].Extensions
+		if ext["code"] != tc.code || ext["requestId"] != r.header.Get("X-Request-Id") || r.header.Get(tc.header) == "" ||
+			!strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
+			t.Fatalf("%s with %q: %v, headers %v", tc.method, tc.token, got, r.header)
+		}
+	}
 }

@@ -236,7 +236,7 @@ func withAuthentication(auth Authenticator, th *throttle, next http.Handler) htt
 		p, err := auth.Authenticate(r.Context(), header)
 		if err != nil {
 			if coderun.ErrorCode(err) == coderun.EUnauthenticated {
-				th.take(authFailureClass, addr, th.rates.AuthFailure)
+				th.take(authFailureClass, addr, th.rates.AuthFailure).header(w.Header())
 			}
 			writeError(w, r, err)
 			return

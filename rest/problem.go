@@ -55,10 +55,34 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == coderun.EUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="coderun"`)
 	}
+	if infoOf(r).route == graphQLRoute {
+		writeGraphQLError(w, p, details)
+		return
+	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(withDetails(p, details))
+}
+
+// writeGraphQLError answers a request to the GraphQL endpoint that the edge
+// refuses before GraphQL sees it (401, 413, 429) as GraphQL clients expect
+// errors: in `errors`, with the code and request id in `extensions`.
+func writeGraphQLError(w http.ResponseWriter, p problem, details map[string]any) {
+	ext := map[string]any{}
+	for k, v := range details {
+		ext[k] = v
+	}
+	ext["code"], ext["requestId"] = p.Code, p.RequestID
+	if p.RetryAfter > 0 {
+		ext["retryAfter"] = p.RetryAfter
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"errors": []map[string]any{{"message": p.Detail, "extensions": ext}},
+	})
 }
 
 // withDetails adds an error's extra members (e.g. activeRuns, limit) beside the

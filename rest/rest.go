@@ -49,6 +49,9 @@ type Check struct {
 	Ping func(context.Context) error
 }
 
+// graphQLRoute is the GraphQL endpoint's pattern: POST, and GET for websockets.
+const graphQLRoute = "/graphql"
+
 // DefaultMaxBodyBytes bounds request bodies when Options leave it unset.
 const DefaultMaxBodyBytes = 1 << 20
 
@@ -89,7 +92,7 @@ func New(opts Options) http.Handler {
 		route{pattern: "GET /metrics", handler: promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}).ServeHTTP, public: true},
 	)
 	if opts.GraphQL != nil {
-		routes = append(routes, route{pattern: "/graphql", handler: opts.GraphQL.ServeHTTP})
+		routes = append(routes, route{pattern: graphQLRoute, handler: opts.GraphQL.ServeHTTP})
 	}
 	if opts.Viewer != nil {
 		routes = append(routes, route{pattern: "GET /viewer", handler: opts.Viewer.ServeHTTP, public: true})
@@ -101,14 +104,13 @@ func New(opts Options) http.Handler {
 	th := newThrottle(*opts.Throttles, opts.Now)
 	mux := http.NewServeMux()
 	for _, rt := range routes {
-		var h http.Handler = withThrottle(th, rt.handler)
+		var h http.Handler = withThrottle(th, withBodyLimit(opts.MaxBodyBytes, rt.handler))
 		if !rt.public {
 			h = withAuthentication(opts.Authenticator, th, h)
 		}
 		mux.Handle(rt.pattern, h)
 	}
 	var h http.Handler = routed(mux, withThrottle(th, http.HandlerFunc(unrouted(mux))))
-	h = withBodyLimit(opts.MaxBodyBytes, h)
 	h = withRecover(opts.Logger, h)
 	var requests RequestRecorder
 	if opts.Service != nil {
@@ -120,8 +122,7 @@ func New(opts Options) http.Handler {
 
 // routed serves r through mux, and through none the requests no route takes
 // (404, 405) and those whose path is not canonical (the mux would redirect
-// them without running the route's handler, its authentication and
-// throttle included).
+// them itself, without the route's authentication and throttle).
 func routed(mux *http.ServeMux, none http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, pattern := mux.Handler(r)
@@ -137,23 +138,23 @@ func routed(mux *http.ServeMux, none http.Handler) http.Handler {
 
 // unrouted answers the requests no route of mux takes with problem documents
 // instead of the mux's plain text, learning from the mux's own answer whether
-// the path is unknown (404) or the method is wrong (405, with the Allow header
-// it computed).
+// the path is unknown or not canonical (404) or the method is wrong (405,
+// with the Allow header it computed).
 func unrouted(mux *http.ServeMux) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		h, _ := mux.Handler(r)
 		probe := &headerProbe{header: http.Header{}}
 		h.ServeHTTP(probe, r)
 		if loc := probe.header.Get("Location"); probe.status >= 300 && probe.status < 400 && loc != "" {
-			// The mux's redirect to the canonical path.
-			w.Header().Set("Location", loc)
-			w.WriteHeader(probe.status)
+			// The mux would redirect to the canonical path; an API client
+			// is better told, and a POST's body is not sent on silently.
+			writeError(w, r, coderun.Errorf(coderun.ENotFound, "no route %s %s; the path is not canonical: did you mean %s?", r.Method, r.URL.Path, loc))
 			return
 		}
 		if probe.status == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", probe.header.Get("Allow"))
 			writeError(w, r, coderun.Errorf(coderun.EMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
-				r.Method, r.URL.Path, strings.ReplaceAll(probe.header.Get("Allow"), ",", ", ")))
+				r.Method, r.URL.Path, probe.header.Get("Allow")))
 			return
 		}
 		writeError(w, r, coderun.Errorf(coderun.ENotFound, "no route %s %s", r.Method, r.URL.Path))

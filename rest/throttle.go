@@ -174,14 +174,15 @@ func clientAddr(r *http.Request) string {
 	return host
 }
 
-// withThrottle charges every request to its caller's bucket for its class,
-// answers 429 when the bucket is empty, and puts the bucket's state in the
-// headers of every response. A GraphQL request is charged 1 for itself here,
-// and its operation's cost through Charge once that is known.
+// withThrottle charges every request to its caller's bucket for its route,
+// at its route class's rate (a caller polling one route does not use up
+// another), answers 429 when the bucket is empty, and puts the bucket's state
+// in the headers of every response. A GraphQL request is charged 1 for itself
+// here, and its operation's cost through Charge once that is known.
 func withThrottle(th *throttle, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		class, rt := th.classOf(r)
-		caller := callerOf(r.Context(), r)
+		caller := infoOf(r).route + " " + callerOf(r.Context(), r)
 		v := th.take(class, caller, rt)
 		v.header(w.Header())
 		if !v.allowed {

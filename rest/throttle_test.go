@@ -3,7 +3,6 @@ package rest_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -141,7 +140,8 @@ func TestThrottles(t *testing.T) {
 }
 
 // A path the mux would redirect to its canonical form (a "." segment, a
-// doubled slash) is throttled like any other, and gets only the redirect.
+// doubled slash) is throttled like any other and refused with a pointer to
+// the canonical path; its route's handler never runs.
 func TestNonCanonicalPathsAreThrottled(t *testing.T) {
 	s, _ := throttledStack(t, rest.Throttles{
 		Read: rest.Rate{PerSecond: 0.001, Burst: 2}, Write: rest.Rate{PerSecond: 0.001, Burst: 2},
@@ -149,26 +149,45 @@ func TestNonCanonicalPathsAreThrottled(t *testing.T) {
 	})
 	s.handle("acme", "alice")
 	tok := s.userJWT("alice")
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	get := func(path string) response {
-		req, _ := http.NewRequest("GET", s.url+path, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		res, err := noFollow.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return response{status: res.StatusCode, header: res.Header, body: b}
-	}
 	for i, path := range []string{"/v2/handles/acme/./code-runtimes", "/v2/handles/acme//code-runtimes"} {
-		r := get(path)
-		if r.status/100 != 3 || r.header.Get("Location") == "" || strings.Contains(string(r.body), "items") {
-			t.Fatalf("%s: %d Location %q %s; want only a redirect", path, r.status, r.header.Get("Location"), r.body)
+		r := s.do("GET", path, tok, nil)
+		p := expectProblem(t, r, http.StatusNotFound, "not_found")
+		if !strings.Contains(fmt.Sprint(p["detail"]), "/v2/handles/acme/code-runtimes") {
+			t.Fatalf("%s: detail %q does not name the canonical path", path, p["detail"])
 		}
 		if _, remaining, _ := rateLimit(t, r); remaining != 1-i {
 			t.Fatalf("%s: %d remaining, want %d", path, remaining, 1-i)
 		}
 	}
-	expectProblem(t, get("/v2/handles/acme/./code-runtimes"), http.StatusTooManyRequests, "rate_limited")
+	expectProblem(t, s.do("GET", "/v2/handles/acme/./code-runtimes", tok, nil), http.StatusTooManyRequests, "rate_limited")
+}
+
+// Every response carries the rate-limit headers: a 401 those of its client
+// address's failed authentications, a 413 its route's.
+func TestRateLimitHeadersOnRefusals(t *testing.T) {
+	s, _ := throttledStack(t, rest.Throttles{
+		Read: rest.Rate{PerSecond: 1, Burst: 5}, Write: rest.Rate{PerSecond: 1, Burst: 5},
+		GraphQL: rest.Rate{PerSecond: 1, Burst: 5}, AuthFailure: rest.Rate{PerSecond: 0.1, Burst: 3},
+	})
+	s.handle("acme", "alice")
+	r := s.do("GET", "/v2/handles/acme/code-runtimes", "crp_nope", nil)
+	expectProblem(t, r, http.StatusUnauthorized, "unauthenticated")
+	if class, remaining, _ := rateLimit(t, r); class != "auth-failure" || remaining != 2 {
+		t.Fatalf("401: %s with %d remaining, want auth-failure with 2", class, remaining)
+	}
+	big := map[string]any{"image": strings.Repeat("x", 2<<20), "digest": aDigest}
+	r = s.do("PUT", "/v2/handles/acme/code-runtimes/sh", s.userJWT("alice"), big)
+	expectProblem(t, r, http.StatusRequestEntityTooLarge, "payload_too_large")
+	if class, _, _ := rateLimit(t, r); class != "write" {
+		t.Fatalf("413: class %s, want write", class)
+	}
+	// Buckets are per route: reading one route does not use up another.
+	tok := s.userJWT("alice")
+	for range 5 {
+		s.do("GET", "/v2/handles/acme/code-runtimes", tok, nil)
+	}
+	expectProblem(t, s.do("GET", "/v2/handles/acme/code-runtimes", tok, nil), http.StatusTooManyRequests, "rate_limited")
+	if r := s.do("GET", "/v2/handles/acme/code-runs", tok, nil); r.status != http.StatusOK {
+		t.Fatalf("another route after one's bucket ran dry: %d %s", r.status, r.body)
+	}
 }
