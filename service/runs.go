@@ -72,6 +72,12 @@ func (s *Service) submitRun(ctx context.Context, tx *store.Tx, handle string, in
 	if err != nil {
 		return coderun.Run{}, err
 	}
+	// The server's policy now, not when the runtime was put, bounds the run.
+	if rt.Network && !s.opts.AllowNetwork {
+		return coderun.Run{}, coderun.Errorf(coderun.EConflict,
+			"runtime %q asks for a network, which this server no longer gives runs; PUT it with network false", rt.Key)
+	}
+	rt.Limits = lowerLimits(rt.Limits, s.opts.MaxLimits)
 	job, limits, err := jobFromInput(rt, in)
 	if err != nil {
 		return coderun.Run{}, err
@@ -111,6 +117,16 @@ func (s *Service) submitRun(ctx context.Context, tx *store.Tx, handle string, in
 	}
 	job.RunID, job.Handle = run.ID, handle
 	return run, tx.CreateRun(ctx, run, job)
+}
+
+// lowerLimits is l with each limit at most max's.
+func lowerLimits(l, max coderun.Limits) coderun.Limits {
+	l.TimeoutSeconds = min(l.TimeoutSeconds, max.TimeoutSeconds)
+	l.MemoryMiB = min(l.MemoryMiB, max.MemoryMiB)
+	l.CPUs = min(l.CPUs, max.CPUs)
+	l.Pids = min(l.Pids, max.Pids)
+	l.OutputBytes = min(l.OutputBytes, max.OutputBytes)
+	return l
 }
 
 // jobFromInput validates in against rt and returns the job a worker will run

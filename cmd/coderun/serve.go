@@ -168,12 +168,12 @@ func notifyRunChanges(db *store.DB, local events.RunPublisher, log *slog.Logger)
 
 // openEngine returns the Docker engine client, labelling sandboxes with the
 // installation's name so that recovery never touches another installation's.
-func openEngine(ctx context.Context, db *store.DB) (*docker.Engine, error) {
+func openEngine(ctx context.Context, db *store.DB, allowNetwork bool) (*docker.Engine, error) {
 	id, err := db.InstallationID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	engine, err := docker.New(docker.WithInstance(id))
+	engine, err := docker.New(docker.WithInstance(id), docker.WithNetwork(allowNetwork))
 	if err != nil {
 		return nil, fmt.Errorf("configure the Docker client: %w", err)
 	}
@@ -206,7 +206,7 @@ func startProcess(ctx context.Context, name string, args []string, stderr io.Wri
 	if err != nil {
 		return nil, err
 	}
-	engine, err := openEngine(ctx, db)
+	engine, err := openEngine(ctx, db, cfg.AllowNetwork)
 	if err != nil {
 		db.Close()
 		return nil, err

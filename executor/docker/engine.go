@@ -33,6 +33,7 @@ type Engine struct {
 	registryTimeout time.Duration
 	pullTimeout     time.Duration
 	ociRuntime      string // "" is the engine's default (runc)
+	allowNetwork    bool   // a spec's Network is honoured only when set
 	tmpfsBytes      int64
 	instance        string // labels this deployment's sandboxes; "" for none
 
@@ -52,6 +53,14 @@ func WithRegistryTimeout(d time.Duration) Option {
 // WithPullTimeout bounds pulling an image's bytes after it has been checked.
 func WithPullTimeout(d time.Duration) Option {
 	return func(e *Engine) { e.pullTimeout = d }
+}
+
+// WithNetwork lets sandboxes whose spec asks for a network have one. Without
+// it no sandbox gets a network, whatever its spec says: the server's policy
+// holds even for runs queued before it changed, or by a process that thought
+// otherwise.
+func WithNetwork(allowed bool) Option {
+	return func(e *Engine) { e.allowNetwork = allowed }
 }
 
 // WithRuntime runs sandboxes under the named OCI runtime the engine knows

@@ -339,6 +339,12 @@ func TestRunSandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("a spec asking for a network gets none unless the engine allows it", func(t *testing.T) {
+		o, rec := run(t, e, executor.Spec{Network: true, Command: sh("ls /sys/class/net")})
+		wantExit(t, o, executor.Exited, 0)
+		wantOutput(t, rec, "lo\n", "")
+	})
+
 	t.Run("a fork bomb is held to the pids limit", func(t *testing.T) {
 		const pids = 32
 		runID := newRunID()

@@ -106,7 +106,7 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:       containerName(spec.RunID),
 		Config:     config,
-		HostConfig: e.hostConfig(spec.Network, limits),
+		HostConfig: e.hostConfig(spec.Network && e.allowNetwork, limits),
 	})
 	if cerrdefs.IsNotFound(err) { // removed since localImage found it
 		return nil, fmt.Errorf("create sandbox for run %s: %w: %w", spec.RunID, executor.ErrImageUnavailable, err)
