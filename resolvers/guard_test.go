@@ -145,7 +145,7 @@ func edgeEnv(t *testing.T, graphql rest.Rate, maxBody int64) *env {
 	e.srv = httptest.NewServer(rest.New(rest.Options{
 		Service:       svc,
 		Authenticator: authn,
-		GraphQL:       resolvers.NewHandler(svc, resolvers.Options{Authenticate: authn.Authenticate, Charge: rest.Charge, Logger: log}),
+		GraphQL:       resolvers.NewHandler(svc, resolvers.Options{Authenticate: rest.GuardAuthentication(authn.Authenticate), Charge: rest.Charge, Logger: log}),
 		Throttles:     &throttles,
 		MaxBodyBytes:  maxBody,
 		Logger:        log,

@@ -260,8 +260,11 @@ func authenticateConnection(authenticate func(context.Context, string) (*coderun
 		if authorization := payload.Authorization(); authorization != "" {
 			var err error
 			p, err = authenticate(ctx, authorization)
-			if coderun.ErrorCode(err) == coderun.EUnauthenticated {
+			switch coderun.ErrorCode(err) {
+			case coderun.EUnauthenticated:
 				return refuse(ctx, wsCloseForbidden, err)
+			case coderun.ERateLimited:
+				return refuse(ctx, wsCloseTooManyRequests, err)
 			}
 			if err != nil {
 				// The token could not be checked: not the caller's fault, and

@@ -3,6 +3,7 @@ package resolvers_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/gharart/coderun/resolvers"
+	"github.com/gharart/coderun/rest"
 )
 
 type wsMessage struct {
@@ -244,5 +246,35 @@ func TestWebsocketMessagesAreLimitedTo64KiB(t *testing.T) {
 	send(t, conn, wsMessage{ID: "1", Type: "subscribe", Payload: payload(t, map[string]string{"query": query})})
 	if ce := closeError(t, conn); ce.Code != websocket.CloseMessageTooBig {
 		t.Fatalf("closed with %d %q, want %d", ce.Code, ce.Text, websocket.CloseMessageTooBig)
+	}
+}
+
+// Tokens sent in connection_init are throttled per client address like the
+// Authorization header: after too many failures, even a good token is
+// refused (4429) until the address may try again.
+func TestWebsocketTokenGuessesAreThrottled(t *testing.T) {
+	e := edgeEnv(t, rest.DefaultThrottles.GraphQL, 0)
+	init := func(token string) *websocket.CloseError {
+		conn, _, err := e.dial("graphql-transport-ws", nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		send(t, conn, wsMessage{Type: "connection_init", Payload: payload(t, map[string]string{"Authorization": "Bearer " + token})})
+		if token == e.jwt("alice") {
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var m wsMessage
+			if err := conn.ReadJSON(&m); err == nil && m.Type == "connection_ack" {
+				return nil
+			}
+		}
+		return closeError(t, conn)
+	}
+	for i := range rest.DefaultThrottles.AuthFailure.Burst {
+		if ce := init(fmt.Sprint("guess-", i)); ce == nil || ce.Code != 4403 {
+			t.Fatalf("guess %d: %v, want 4403", i, ce)
+		}
+	}
+	if ce := init(e.jwt("alice")); ce == nil || ce.Code != 4429 || !strings.HasPrefix(ce.Text, "rate_limited") {
+		t.Fatalf("a good token after %d guesses: %v, want 4429 rate_limited", rest.DefaultThrottles.AuthFailure.Burst, ce)
 	}
 }

@@ -217,33 +217,69 @@ type Authenticator interface {
 
 // withAuthentication verifies the caller of a route that is not public and
 // puts the principal in the request context. A websocket upgrade may come
-// without a header: its token arrives in the connection_init message instead.
-// Failed authentications are throttled per client address: once a client has
-// failed too often, its tokens are not even looked at until it may try again.
+// without a header: its token arrives in the connection_init message instead,
+// verified through GuardAuthentication under the same throttle. Failed
+// authentications are throttled per client address: once a client has failed
+// too often, its tokens are not even looked at until it may try again.
 func withAuthentication(auth Authenticator, th *throttle, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g := &authGuard{th: th, addr: "addr:" + clientAddr(r)}
+		r = r.WithContext(context.WithValue(r.Context(), authGuardKey{}, g))
 		header := r.Header.Get("Authorization")
 		if header == "" && isWebsocketUpgrade(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		addr := "addr:" + clientAddr(r)
-		if v := th.check(authFailureClass, addr, th.rates.AuthFailure); v.remaining == 0 {
-			v.header(w.Header())
-			writeError(w, r, v.err())
-			return
-		}
-		p, err := auth.Authenticate(r.Context(), header)
+		p, err := g.authenticate(r.Context(), auth.Authenticate, header, w.Header())
 		if err != nil {
-			if coderun.ErrorCode(err) == coderun.EUnauthenticated {
-				th.take(authFailureClass, addr, th.rates.AuthFailure).header(w.Header())
-			}
 			writeError(w, r, err)
 			return
 		}
 		infoOf(r).principal = p
 		next.ServeHTTP(w, r.WithContext(coderun.NewContextWithPrincipal(r.Context(), p)))
 	})
+}
+
+// authGuard throttles one client address's failed authentications.
+type authGuard struct {
+	th   *throttle
+	addr string
+}
+
+type authGuardKey struct{}
+
+// authenticate verifies authorization with verify unless the address has
+// failed too often, and counts a failure against it. The bucket's state goes
+// into header when there is one to send.
+func (g *authGuard) authenticate(ctx context.Context, verify func(context.Context, string) (*coderun.Principal, error), authorization string, header http.Header) (*coderun.Principal, error) {
+	rate := g.th.rates.AuthFailure
+	if v := g.th.check(authFailureClass, g.addr, rate); v.remaining == 0 {
+		if header != nil {
+			v.header(header)
+		}
+		return nil, v.err()
+	}
+	p, err := verify(ctx, authorization)
+	if coderun.ErrorCode(err) == coderun.EUnauthenticated {
+		if v := g.th.take(authFailureClass, g.addr, rate); header != nil {
+			v.header(header)
+		}
+	}
+	return p, err
+}
+
+// GuardAuthentication wraps verify so that, within a request the edge serves
+// (a websocket whose token comes in connection_init), failures are throttled
+// per client address as for the Authorization header: an address that failed
+// too often is refused with rate_limited before its token is looked at.
+func GuardAuthentication(verify func(context.Context, string) (*coderun.Principal, error)) func(context.Context, string) (*coderun.Principal, error) {
+	return func(ctx context.Context, authorization string) (*coderun.Principal, error) {
+		g, _ := ctx.Value(authGuardKey{}).(*authGuard)
+		if g == nil {
+			return verify(ctx, authorization)
+		}
+		return g.authenticate(ctx, verify, authorization, nil)
+	}
 }
 
 // authFailureClass names the bucket of failed authentications.

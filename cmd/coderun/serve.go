@@ -66,7 +66,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Service:       svc,
 		Authenticator: authn,
 		GraphQL: resolvers.NewHandler(svc, resolvers.Options{
-			Authenticate:  authn.Authenticate,
+			Authenticate:  rest.GuardAuthentication(authn.Authenticate),
 			Charge:        rest.Charge,
 			Introspection: cfg.Introspection,
 			Logger:        log,
