@@ -5,6 +5,11 @@ import (
 	"net"
 	"net/http"
 	"sync"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/gharart/coderun"
 )
 
 // codeConnectionLimit refuses a websocket over its caller's limit.
@@ -65,6 +70,10 @@ type websocketState struct {
 	// releaseAddress gives back the connection's slot among its IP
 	// address's, once its user's slot holds it instead.
 	releaseAddress func()
+	// authorization is the credential the connection authenticated with
+	// (connection_init's, else the upgrade request's header), verified
+	// again for each operation.
+	authorization string
 
 	mu            sync.Mutex
 	subscriptions int
@@ -96,4 +105,40 @@ func (ws *websocketState) endSubscription() {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	ws.subscriptions--
+}
+
+// reverify checks a websocket's credential again before each operation on it,
+// so that a token revoked or expired since connection_init can start nothing
+// more (what it already runs ends as it would). An operation over POST was
+// authenticated with its own request.
+type reverify struct {
+	authenticate func(context.Context, string) (*coderun.Principal, error)
+}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationInterceptor
+} = reverify{}
+
+func (reverify) ExtensionName() string { return "Reverify" }
+
+func (reverify) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (v reverify) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	ws := websocketOf(ctx)
+	if ws == nil || ws.authorization == "" || v.authenticate == nil {
+		return next(ctx)
+	}
+	p, err := v.authenticate(ctx, ws.authorization)
+	if err != nil {
+		code := coderun.ErrorCode(err)
+		if !coderun.IsPublicCode(code) {
+			code, err = coderun.EUnavailable, coderun.Errorf(coderun.EUnavailable, "could not verify the token; try again later")
+		}
+		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{
+			Message:    coderun.ErrorMessage(err) + "; open a new connection with a valid token",
+			Extensions: map[string]any{"code": code, "requestId": coderun.RequestIDFromContext(ctx)},
+		}}})
+	}
+	return next(coderun.NewContextWithPrincipal(ctx, p))
 }

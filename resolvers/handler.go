@@ -195,6 +195,7 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 	if opts.Charge != nil {
 		srv.Use(costCharge{charge: opts.Charge})
 	}
+	srv.Use(reverify{authenticate: opts.Authenticate})
 	srv.Use(subscriptions{maxPerConnection: opts.MaxSubscriptionsPerConnection})
 	srv.SetErrorPresenter(presentError(opts.Logger))
 	srv.SetRecoverFunc(recoverPanic(opts.Logger))
@@ -274,6 +275,9 @@ func authenticateConnection(authenticate func(context.Context, string) (*coderun
 				return refuse(ctx, wsCloseForbidden, coderun.Errorf(coderun.EUnavailable, "could not verify the token; try again later"))
 			}
 			ctx = coderun.NewContextWithPrincipal(ctx, p)
+			if ws := websocketOf(ctx); ws != nil {
+				ws.authorization = authorization
+			}
 		}
 		if p == nil {
 			return refuse(ctx, wsCloseForbidden, coderun.Errorf(coderun.EUnauthenticated,
@@ -316,7 +320,7 @@ func limitConnections(connections *callerConnections, next http.Handler) http.Ha
 			return
 		}
 		defer release()
-		ws := &websocketState{releaseAddress: release}
+		ws := &websocketState{releaseAddress: release, authorization: r.Header.Get("Authorization")}
 		next.ServeHTTP(w, r.WithContext(withWebsocket(r.Context(), ws)))
 	})
 }

@@ -1,6 +1,7 @@
 package resolvers_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +13,10 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/gharart/coderun"
 	"github.com/gharart/coderun/resolvers"
 	"github.com/gharart/coderun/rest"
+	"github.com/gharart/coderun/service"
 )
 
 type wsMessage struct {
@@ -276,5 +279,37 @@ func TestWebsocketTokenGuessesAreThrottled(t *testing.T) {
 	}
 	if ce := init(e.jwt("alice")); ce == nil || ce.Code != 4429 || !strings.HasPrefix(ce.Text, "rate_limited") {
 		t.Fatalf("a good token after %d guesses: %v, want 4429 rate_limited", rest.DefaultThrottles.AuthFailure.Burst, ce)
+	}
+}
+
+// A websocket's token is verified again for each operation: once it is
+// revoked, the connection can start nothing more.
+func TestWebsocketOperationsNeedATokenStillValid(t *testing.T) {
+	e := edgeEnv(t, rest.DefaultThrottles.GraphQL, 0)
+	admin := service.New(e.db, service.Options{})
+	secret, tok, err := admin.CreateToken(context.Background(), "alice", "acme", coderun.AllScopes, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, _, err := e.dial("graphql-transport-ws", nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	send(t, conn, wsMessage{Type: "connection_init", Payload: payload(t, map[string]string{"Authorization": "Bearer " + secret})})
+	expect(t, conn, "connection_ack")
+	query := payload(t, map[string]any{"query": `{ handle(handle: "acme") { handle } }`})
+	send(t, conn, wsMessage{ID: "1", Type: "subscribe", Payload: query})
+	if m := expect(t, conn, "next"); !strings.Contains(string(m.Payload), `"handle":"acme"`) {
+		t.Fatalf("before revocation: %s", m.Payload)
+	}
+	expect(t, conn, "complete")
+
+	if _, err := admin.RevokeToken(context.Background(), tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	send(t, conn, wsMessage{ID: "2", Type: "subscribe", Payload: query})
+	m := next(t, conn)
+	if m.Type != "next" || !strings.Contains(string(m.Payload), `"code":"unauthenticated"`) || strings.Contains(string(m.Payload), `"handle":"acme"`) {
+		t.Fatalf("after revocation: %s %s", m.Type, m.Payload)
 	}
 }
