@@ -184,6 +184,9 @@ func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				return err
 			}
 		}
+		if !cfg.hs256() {
+			return fmt.Errorf("%w: HS256 tokens are off when CODERUN_JWT_PUBLIC_KEYS is set without CODERUN_JWT_SECRET; mint tokens with your own key", errUsage)
+		}
 		secret, err := cfg.jwtSecret()
 		if err != nil {
 			return err

@@ -88,14 +88,17 @@ func (c *config) databaseURL() string {
 
 // jwtConfig returns the JWT verification settings. Without a configured secret
 // a random one is generated once and kept in the data dir, so that tokens
-// minted by `coderun token jwt` keep working across restarts.
+// minted by `coderun token jwt` keep working across restarts: the development
+// setup. An installation that configures public keys and no secret verifies
+// RS256/EdDSA only, so that whoever reads the data dir cannot mint tokens.
 func (c *config) jwtConfig() (auth.JWTConfig, error) {
 	cfg := auth.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience}
-	secret, err := c.jwtSecret()
-	if err != nil {
-		return cfg, err
+	var err error
+	if c.hs256() {
+		if cfg.HS256Secret, err = c.jwtSecret(); err != nil {
+			return cfg, err
+		}
 	}
-	cfg.HS256Secret = secret
 	if c.JWTPublicKeys != "" {
 		if cfg.PublicKeys, err = auth.LoadPublicKeys(c.JWTPublicKeys); err != nil {
 			return cfg, err
@@ -103,6 +106,10 @@ func (c *config) jwtConfig() (auth.JWTConfig, error) {
 	}
 	return cfg, cfg.Validate()
 }
+
+// hs256 reports whether HS256 tokens are verified: with a configured secret,
+// or with no public keys (the generated development secret).
+func (c *config) hs256() bool { return c.JWTSecret != "" || c.JWTPublicKeys == "" }
 
 func (c *config) jwtSecret() ([]byte, error) {
 	if c.JWTSecret != "" {

@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -364,5 +368,30 @@ func TestSubscriberSeesAnotherProcesssWorker(t *testing.T) {
 	}
 	if !liveBeforeEnd {
 		t.Fatal("the output did not arrive while the run was running")
+	}
+}
+
+// With public keys configured and no secret, HS256 is off: the generated
+// development secret can mint nothing the server accepts.
+func TestPublicKeysWithoutASecretTurnHS256Off(t *testing.T) {
+	in := newInstance(t, testenv.SQLiteURL(t))
+	in.cli("handle", "create", "acme", "--owner", "alice")
+	devJWT := in.cli("token", "jwt", "--sub", "alice") // the data dir's secret, before keys
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	keys := filepath.Join(t.TempDir(), "keys.pem")
+	if err := os.WriteFile(keys, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in.env = append(in.env, "CODERUN_JWT_PUBLIC_KEYS="+keys)
+	if _, stderr, err := in.run("token", "jwt", "--sub", "alice"); err == nil || !strings.Contains(stderr, "HS256 tokens are off") {
+		t.Fatalf("token jwt with public keys and no secret: %v %q", err, stderr)
+	}
+	in.serve()
+	if status, _ := in.call("GET", "/v2/handles/acme/code-runtimes", devJWT, nil); status != 401 {
+		t.Fatalf("an HS256 token with only public keys configured: %d, want 401", status)
 	}
 }
