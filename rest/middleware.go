@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -26,6 +27,45 @@ func withRequestID(next http.Handler) http.Handler {
 		id := "req_" + ulid.Make().String()
 		w.Header().Set("X-Request-Id", id)
 		next.ServeHTTP(w, r.WithContext(coderun.NewContextWithRequestID(r.Context(), id)))
+	})
+}
+
+// withClientAddr makes r.RemoteAddr the client's address when the request
+// comes through a trusted proxy: the last address of X-Forwarded-For that is
+// not itself a trusted proxy (the ones before it are the client's word).
+func withClientAddr(trusted []netip.Prefix, next http.Handler) http.Handler {
+	if len(trusted) == 0 {
+		return next
+	}
+	isTrusted := func(a netip.Addr) bool {
+		for _, p := range trusted {
+			if p.Contains(a.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peer, err := netip.ParseAddrPort(r.RemoteAddr)
+		forwarded := r.Header.Values("X-Forwarded-For")
+		if err != nil || !isTrusted(peer.Addr()) || len(forwarded) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		hops := strings.Split(strings.Join(forwarded, ","), ",")
+		for i := len(hops) - 1; i >= 0; i-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+			if err != nil {
+				break // garbled: keep the proxy's own address
+			}
+			if !isTrusted(a) {
+				r2 := *r
+				r2.RemoteAddr = netip.AddrPortFrom(a.Unmap(), 0).String()
+				r = &r2
+				break
+			}
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"path"
 	"strings"
 	"time"
@@ -41,6 +42,11 @@ type Options struct {
 	Throttles *Throttles
 	// Now is the clock of the throttles (default time.Now).
 	Now func() time.Time
+	// TrustedProxies are the load balancers in front of the service: a
+	// request from one of them is taken to come from the client its
+	// X-Forwarded-For names, for throttles and connection limits. Without
+	// them X-Forwarded-For is ignored, so that no client can pick its address.
+	TrustedProxies []netip.Prefix
 }
 
 // Check is one dependency /readyz looks at.
@@ -117,6 +123,7 @@ func New(opts Options) http.Handler {
 		requests = opts.Service
 	}
 	h = withAccessLog(opts.Logger, newMetrics(opts.Metrics), requests, h)
+	h = withClientAddr(opts.TrustedProxies, h)
 	return withRequestID(h)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -33,6 +34,11 @@ func (c *clock) add(d time.Duration) {
 
 // throttledStack is a stack with small buckets on a clock the test moves.
 func throttledStack(t *testing.T, rates rest.Throttles) (*stack, *clock) {
+	return throttledStackBehind(t, rates, nil)
+}
+
+// throttledStackBehind is throttledStack trusting the proxies given.
+func throttledStackBehind(t *testing.T, rates rest.Throttles, proxies []netip.Prefix) (*stack, *clock) {
 	s := newStack(t, "sqlite://"+t.TempDir()+"/db", nil)
 	db, err := store.Open(context.Background(), "sqlite://"+t.TempDir()+"/db2")
 	if err != nil {
@@ -47,7 +53,7 @@ func throttledStack(t *testing.T, rates rest.Throttles) (*stack, *clock) {
 	t.Cleanup(func() { svc.FlushRequests(context.Background()) })
 	c := &clock{t: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
 	authn := auth.NewAuthenticator(auth.JWTConfig{HS256Secret: s.secret, Issuer: issuer, Audience: audience}, svc, nil)
-	srv := httptest.NewServer(rest.New(rest.Options{Service: svc, Authenticator: authn, Logger: quietLog, Throttles: &rates, Now: c.now}))
+	srv := httptest.NewServer(rest.New(rest.Options{Service: svc, Authenticator: authn, Logger: quietLog, Throttles: &rates, Now: c.now, TrustedProxies: proxies}))
 	t.Cleanup(srv.Close)
 	s.url, s.svc, s.db = srv.URL, svc, db
 	return s, c
@@ -190,4 +196,33 @@ func TestRateLimitHeadersOnRefusals(t *testing.T) {
 	if r := s.do("GET", "/v2/handles/acme/code-runs", tok, nil); r.status != http.StatusOK {
 		t.Fatalf("another route after one's bucket ran dry: %d %s", r.status, r.body)
 	}
+}
+
+// Behind a trusted load balancer each client has its own auth-failure bucket,
+// named by X-Forwarded-For; a client that is not a trusted proxy cannot pick
+// its address with the header.
+func TestClientAddressBehindTrustedProxies(t *testing.T) {
+	rates := rest.Throttles{
+		Read: rest.Rate{PerSecond: 100, Burst: 100}, Write: rest.Rate{PerSecond: 100, Burst: 100},
+		GraphQL: rest.Rate{PerSecond: 100, Burst: 100}, AuthFailure: rest.Rate{PerSecond: 0.001, Burst: 2},
+	}
+	from := func(s *stack, forwarded string) response {
+		r, err := s.send("GET", "/v2/handles/acme/code-runtimes", "crp_nope", nil, http.Header{"X-Forwarded-For": {forwarded}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	behind, _ := throttledStackBehind(t, rates, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	for range 2 {
+		expectProblem(t, from(behind, "198.51.100.7, 127.0.0.2"), http.StatusUnauthorized, "unauthenticated")
+	}
+	expectProblem(t, from(behind, "198.51.100.7"), http.StatusTooManyRequests, "rate_limited")
+	expectProblem(t, from(behind, "203.0.113.9"), http.StatusUnauthorized, "unauthenticated")
+
+	direct, _ := throttledStack(t, rates)
+	for i := range 2 {
+		expectProblem(t, from(direct, fmt.Sprint("198.51.100.", i)), http.StatusUnauthorized, "unauthenticated")
+	}
+	expectProblem(t, from(direct, "203.0.113.9"), http.StatusTooManyRequests, "rate_limited")
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -36,8 +37,10 @@ type config struct {
 	AllowNetwork  bool
 	Introspection bool
 	Throttles     rest.Throttles
-	LogFormat     string
-	LogLevel      string
+	// TrustedProxies are the addresses whose X-Forwarded-For names the client.
+	TrustedProxies prefixesFlag
+	LogFormat      string
+	LogLevel       string
 }
 
 // bindFlags registers the configuration flags on fs, defaulting each to its
@@ -74,6 +77,12 @@ func (c *config) bindFlags(fs *flag.FlagSet) {
 		}
 		fs.Var((*rateFlag)(t.rate), "rate-"+t.name, fmt.Sprintf("per-caller limit on %s, PER_SECOND:BURST (%s)", t.what, env))
 	}
+	if v := os.Getenv("CODERUN_TRUSTED_PROXIES"); v != "" {
+		if err := c.TrustedProxies.Set(v); err != nil {
+			envErrors = append(envErrors, fmt.Errorf("CODERUN_TRUSTED_PROXIES=%q: %v", v, err))
+		}
+	}
+	fs.Var(&c.TrustedProxies, "trusted-proxies", "addresses or CIDRs of load balancers whose X-Forwarded-For names the client, comma-separated (CODERUN_TRUSTED_PROXIES)")
 	fs.StringVar(&c.LogFormat, "log-format", env("CODERUN_LOG_FORMAT", "text"), "text or json (CODERUN_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CODERUN_LOG_LEVEL", "info"), "debug, info, warn or error (CODERUN_LOG_LEVEL)")
 }
@@ -213,6 +222,43 @@ func envBool(name string, def bool) bool {
 
 func (c *config) workerOptions(log *slog.Logger) worker.Options {
 	return worker.Options{Slots: c.WorkerSlots, Lease: c.WorkerLease, Logger: log}
+}
+
+// prefixesFlag reads addresses and CIDRs separated by commas, e.g.
+// 10.0.0.0/8,192.0.2.7.
+type prefixesFlag []netip.Prefix
+
+func (p *prefixesFlag) String() string {
+	var parts []string
+	for _, x := range *p {
+		parts = append(parts, x.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p *prefixesFlag) Set(v string) error {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return fmt.Errorf("%q is not an address or CIDR", f)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		pr, err := netip.ParsePrefix(f)
+		if err != nil {
+			return fmt.Errorf("%q is not an address or CIDR", f)
+		}
+		out = append(out, pr.Masked())
+	}
+	*p = out
+	return nil
 }
 
 // rateFlag reads a rest.Rate written PER_SECOND:BURST, e.g. 20:100.

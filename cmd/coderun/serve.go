@@ -75,11 +75,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			{Name: "database", Ping: db.Ping},
 			{Name: "engine", Ping: engine.Ping},
 		},
-		Viewer:       web.Handler(),
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		Throttles:    &cfg.Throttles,
-		Logger:       log,
-		Metrics:      metrics,
+		Viewer:         web.Handler(),
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		Throttles:      &cfg.Throttles,
+		TrustedProxies: cfg.TrustedProxies,
+		Logger:         log,
+		Metrics:        metrics,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
