@@ -96,7 +96,7 @@ func TestOpenAPISchemasMatchObjects(t *testing.T) {
 		"Limits":               coderun.Limits{},
 		"Validation":           coderun.Validation{},
 		"RuntimeList":          list[coderun.Runtime]{},
-		"Problem":              withDetails(problem{Errors: []coderun.FieldError{{}}, RetryAfter: 1}, map[string]any{"activeRuns": 1, "limit": 1}),
+		"Problem":              withDetails(problem{Errors: []coderun.FieldError{{}}, RetryAfter: 1}, map[string]any{"activeRuns": 1, "limit": 1, "resetAt": "2026-12-04T00:00:00Z"}),
 		"Run":                  coderun.Run{},
 		"RunList":              runList{},
 		"RunOutput":            fullOutput{},
