@@ -72,6 +72,11 @@ func handleCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if len(pos) != 1 || *owner == "" {
 			return fmt.Errorf("%w: handle create HANDLE --owner USER", errUsage)
 		}
+		// The service reads 0 as "the default"; on the command line 0 is
+		// a number someone typed, and no handle can work with it.
+		if *maxActive < 1 || *daily < 1 {
+			return fmt.Errorf("%w: --max-active-runs and --daily-write-limit must be at least 1", errUsage)
+		}
 		svc, done, err := openService(ctx, &cfg)
 		if err != nil {
 			return err

@@ -230,6 +230,7 @@ func TestCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"handle", "create", "acme", "--owner", "bob"}, "already exists"},
 		{[]string{"handle", "create", "Bad Name", "--owner", "bob"}, "handle must match"},
 		{[]string{"handle", "create", "x"}, "handle create HANDLE --owner USER"},
+		{[]string{"handle", "create", "zero", "--owner", "bob", "--max-active-runs", "0"}, "must be at least 1"},
 		{[]string{"handle", "add-member", "acme", "bob", "--role", "emperor"}, `unknown role "emperor"`},
 		{[]string{"handle", "add-member", "nope", "bob", "--role", "viewer"}, `handle "nope" not found`},
 		{[]string{"token", "create", "--user", "alice", "--handle", "acme", "--scopes", "runs:fly"}, `unknown scope "runs:fly"`},
