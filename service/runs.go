@@ -77,6 +77,10 @@ func (s *Service) submitRun(ctx context.Context, tx *store.Tx, handle string, in
 		return coderun.Run{}, coderun.Errorf(coderun.EConflict,
 			"runtime %q asks for a network, which this server no longer gives runs; PUT it with network false", rt.Key)
 	}
+	if !imageAllowed(s.opts.ImagePrefixes, handle, rt.Image) {
+		return coderun.Run{}, coderun.Errorf(coderun.EConflict,
+			"runtime %q uses %s, which this server no longer runs (only images under %s)", rt.Key, rt.Image, strings.Join(s.opts.ImagePrefixes, ", "))
+	}
 	rt.Limits = lowerLimits(rt.Limits, s.opts.MaxLimits)
 	job, limits, err := jobFromInput(rt, in)
 	if err != nil {

@@ -57,3 +57,51 @@ func TestSubmissionsFollowTheServersPolicyNow(t *testing.T) {
 		t.Fatalf("limits %+v; want them lowered to the server's 60 s and 512 MiB", run.Limits)
 	}
 }
+
+// With image prefixes, a handle's runtimes use only the repositories the
+// server names, {handle} standing for the handle: not another tenant's, not
+// another registry's, and not once the prefixes no longer cover them.
+func TestImagePrefixesTieRuntimesToRepositories(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t, testenv.SQLiteURL(t))
+	prefixes := []string{"registry.example.com/{handle}/", "docker.io/library/busybox"}
+	svc := service.New(db, service.Options{ImagePrefixes: prefixes})
+	for _, h := range []string{"acme", "globex"} {
+		if _, err := svc.CreateHandle(ctx, h, "alice", 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := as("alice")
+	digest := "sha256:" + "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12"
+	for image, allowed := range map[string]bool{
+		"registry.example.com/acme/python:3.12":   true,
+		"registry.example.com/acme/tools/gcc":     true,
+		"busybox:1.36":                            true, // docker.io/library/busybox
+		"docker.io/library/busybox-evil":          false,
+		"registry.example.com/globex/python:3.12": false,
+		"registry.example.com/acmeco/python":      false,
+		"10.0.0.5:5000/acme/python":               false,
+		"UPPER/Case":                              false, // not a reference
+	} {
+		_, _, _, err := svc.PutRuntime(alice, "acme", "rt", coderun.RuntimeInput{Image: image, Digest: digest}, "")
+		e := coderun.AsError(err)
+		switch {
+		case allowed && err != nil:
+			t.Errorf("%s: %v, want it allowed", image, err)
+		case !allowed && (e == nil || e.Code != coderun.EValidationFailed || e.Fields[0].Field != "image"):
+			t.Errorf("%s: %v, want validation_failed on image", image, err)
+		}
+	}
+	// A runtime put before the prefixes named it no longer is run or checked.
+	open := service.New(db, service.Options{})
+	if _, _, _, err := open.PutRuntime(alice, "globex", "old", coderun.RuntimeInput{Image: "example/x", Digest: digest}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.ValidateRuntimeImage(alice, "globex", "old", ""); coderun.ErrorCode(err) != coderun.EConflict {
+		t.Fatalf("validating an image outside the prefixes: %v", err)
+	}
+	code := "echo hi"
+	if _, _, err := svc.SubmitRun(alice, "globex", coderun.RunInput{RuntimeKey: "old", Code: &code}, ""); coderun.ErrorCode(err) != coderun.EConflict {
+		t.Fatalf("running an image outside the prefixes: %v", err)
+	}
+}

@@ -123,6 +123,10 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 	if err != nil {
 		return rt, false, err
 	}
+	if !imageAllowed(s.opts.ImagePrefixes, handle, rt.Image) {
+		return rt, false, coderun.Errorf(coderun.EConflict,
+			"runtime %q uses %s, which this server does not run (only images under %s)", key, rt.Image, strings.Join(s.opts.ImagePrefixes, ", "))
+	}
 	if s.images == nil {
 		return rt, false, coderun.Errorf(coderun.EUnavailable, "no container engine is configured")
 	}
@@ -174,6 +178,8 @@ func (s *Service) runtimeFromInput(handle, key string, in coderun.RuntimeInput) 
 		errs.Add("image", "required", "image is required")
 	case len(in.Image) > 512 || strings.IndexFunc(in.Image, notPrintable) >= 0:
 		errs.Add("image", "invalid", "image must be an image reference of at most 512 printable characters")
+	case !imageAllowed(s.opts.ImagePrefixes, handle, in.Image):
+		errs.Add("image", "not_permitted", "this server runs images under %s only", strings.Join(s.opts.ImagePrefixes, ", "))
 	}
 	switch {
 	case in.Digest == "":

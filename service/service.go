@@ -32,6 +32,9 @@ type Options struct {
 	MaxLimits coderun.Limits
 	// AllowNetwork lets runtimes ask for a network (off by default).
 	AllowNetwork bool
+	// ImagePrefixes, when set, are the repositories runtimes may use (see
+	// imageAllowed); "{handle}" stands for the runtime's handle.
+	ImagePrefixes []string
 	// Runs, when set, hears of queued runs and cancel requests at once.
 	Runs RunNotifier
 	// Events streams runs to their followers (FollowRunStatus,

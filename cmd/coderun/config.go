@@ -35,6 +35,7 @@ type config struct {
 	WorkerLease   time.Duration
 	MaxBodyBytes  int64
 	AllowNetwork  bool
+	ImagePrefixes string
 	Introspection bool
 	Throttles     rest.Throttles
 	// TrustedProxies are the addresses whose X-Forwarded-For names the client.
@@ -57,6 +58,7 @@ func (c *config) bindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WorkerLease, "worker-lease", envDuration("CODERUN_WORKER_LEASE", 15*time.Second), "how long a worker's claim on a run lasts without renewal; a crashed worker's runs are recovered after it (CODERUN_WORKER_LEASE)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", int64(envInt("CODERUN_MAX_BODY_BYTES", 1<<20)), "largest request body accepted (CODERUN_MAX_BODY_BYTES)")
 	fs.BoolVar(&c.AllowNetwork, "allow-network", envBool("CODERUN_ALLOW_NETWORK", false), "let runtimes ask for a network (CODERUN_ALLOW_NETWORK)")
+	fs.StringVar(&c.ImagePrefixes, "image-prefixes", env("CODERUN_IMAGE_PREFIXES", ""), "repositories runtimes may use, comma-separated, {handle} standing for the handle, e.g. registry.example.com/{handle}/ (CODERUN_IMAGE_PREFIXES; default any)")
 	fs.BoolVar(&c.Introspection, "graphql-introspection", envBool("CODERUN_GRAPHQL_INTROSPECTION", true), "serve GraphQL introspection (CODERUN_GRAPHQL_INTROSPECTION)")
 	c.Throttles = rest.DefaultThrottles
 	for _, t := range []struct {
@@ -222,6 +224,17 @@ func envBool(name string, def bool) bool {
 
 func (c *config) workerOptions(log *slog.Logger) worker.Options {
 	return worker.Options{Slots: c.WorkerSlots, Lease: c.WorkerLease, Logger: log}
+}
+
+// imagePrefixes is CODERUN_IMAGE_PREFIXES as a list.
+func (c *config) imagePrefixes() []string {
+	var out []string
+	for _, p := range strings.Split(c.ImagePrefixes, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // prefixesFlag reads addresses and CIDRs separated by commas, e.g.
