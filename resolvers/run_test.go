@@ -41,7 +41,7 @@ func newRunEnvWith(t testing.TB, opts resolvers.Options, hubOpts events.Options)
 	t.Helper()
 	image := testenv.BusyboxImage(t, demoImage)
 	db := openDB(t)
-	engine, err := docker.New()
+	engine, err := docker.New(docker.WithInit(testenv.Init(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func (s *stack) graphql(token, query string, vars map[string]any) map[string]any
 
 // The dashboard (GraphQL) and legacy clients (REST) see the same runtime.
 func TestGraphQLAndRESTAgreeOnRuntimes(t *testing.T) {
-	engine, err := docker.New()
+	engine, err := docker.New(docker.WithInit(testenv.Init(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func newRunStackWith(t *testing.T, dbURL string, slots, maxActive int) *runStack
 	t.Helper()
 	cli := testenv.Docker(t)
 	id := testenv.BusyboxImage(t, demoImage)
-	engine, err := docker.New(docker.WithInstance("test-" + strings.ToLower(ulid.Make().String())))
+	engine, err := docker.New(docker.WithInstance("test-"+strings.ToLower(ulid.Make().String())), docker.WithInit(testenv.Init(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ func TestValidateImageAgainstARealRegistry(t *testing.T) {
 	testenv.BusyboxImage(t, doomedRef)
 	doomedDigest := testenv.PushImage(t, doomedRef)
 
-	engine, err := docker.New()
+	engine, err := docker.New(docker.WithInit(testenv.Init(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func TestFollowARunningRun(t *testing.T) {
 			if err := db.Migrate(ctx); err != nil {
 				t.Fatal(err)
 			}
-			engine, err := docker.New(docker.WithInstance("test-" + strings.ToLower(ulid.Make().String())))
+			engine, err := docker.New(docker.WithInstance("test-"+strings.ToLower(ulid.Make().String())), docker.WithInit(testenv.Init(t)))
 			if err != nil {
 				t.Fatal(err)
 			}

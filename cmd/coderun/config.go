@@ -36,6 +36,7 @@ type config struct {
 	MaxBodyBytes  int64
 	AllowNetwork  bool
 	ImagePrefixes string
+	InitBinary    string
 	Introspection bool
 	Throttles     rest.Throttles
 	// TrustedProxies are the addresses whose X-Forwarded-For names the client.
@@ -59,6 +60,7 @@ func (c *config) bindFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", int64(envInt("CODERUN_MAX_BODY_BYTES", 1<<20)), "largest request body accepted (CODERUN_MAX_BODY_BYTES)")
 	fs.BoolVar(&c.AllowNetwork, "allow-network", envBool("CODERUN_ALLOW_NETWORK", false), "let runtimes ask for a network (CODERUN_ALLOW_NETWORK)")
 	fs.StringVar(&c.ImagePrefixes, "image-prefixes", env("CODERUN_IMAGE_PREFIXES", ""), "repositories runtimes may use, comma-separated, {handle} standing for the handle, e.g. registry.example.com/{handle}/ (CODERUN_IMAGE_PREFIXES; default any)")
+	fs.StringVar(&c.InitBinary, "init", env("CODERUN_INIT", ""), "the coderun-init binary every sandbox starts with (CODERUN_INIT; default: coderun-init beside this binary)")
 	fs.BoolVar(&c.Introspection, "graphql-introspection", envBool("CODERUN_GRAPHQL_INTROSPECTION", true), "serve GraphQL introspection (CODERUN_GRAPHQL_INTROSPECTION)")
 	c.Throttles = rest.DefaultThrottles
 	for _, t := range []struct {
@@ -224,6 +226,23 @@ func envBool(name string, def bool) bool {
 
 func (c *config) workerOptions(log *slog.Logger) worker.Options {
 	return worker.Options{Slots: c.WorkerSlots, Lease: c.WorkerLease, Logger: log}
+}
+
+// initBinary is the coderun-init to give the engine: the configured one, or
+// the one beside this binary (`make build` puts them together).
+func (c *config) initBinary() (string, error) {
+	if c.InitBinary != "" {
+		return c.InitBinary, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find coderun-init: %w", err)
+	}
+	path := filepath.Join(filepath.Dir(self), "coderun-init")
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("coderun-init is not beside %s: build it with make build, or name it with CODERUN_INIT", self)
+	}
+	return path, nil
 }
 
 // imagePrefixes is CODERUN_IMAGE_PREFIXES as a list.

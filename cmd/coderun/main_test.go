@@ -41,6 +41,13 @@ func TestMain(m *testing.M) {
 	if err := build.Run(); err != nil {
 		panic("building coderun: " + err.Error())
 	}
+	// coderun finds coderun-init beside itself, as `make build` lays them out.
+	init := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "coderun-init"), "../coderun-init")
+	init.Env = append(os.Environ(), "CGO_ENABLED=0")
+	init.Stdout, init.Stderr = os.Stderr, os.Stderr
+	if err := init.Run(); err != nil {
+		panic("building coderun-init: " + err.Error())
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

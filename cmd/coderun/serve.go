@@ -169,12 +169,16 @@ func notifyRunChanges(db *store.DB, local events.RunPublisher, log *slog.Logger)
 
 // openEngine returns the Docker engine client, labelling sandboxes with the
 // installation's name so that recovery never touches another installation's.
-func openEngine(ctx context.Context, db *store.DB, allowNetwork bool) (*docker.Engine, error) {
+func openEngine(ctx context.Context, db *store.DB, cfg *config) (*docker.Engine, error) {
 	id, err := db.InstallationID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	engine, err := docker.New(docker.WithInstance(id), docker.WithNetwork(allowNetwork))
+	init, err := cfg.initBinary()
+	if err != nil {
+		return nil, err
+	}
+	engine, err := docker.New(docker.WithInstance(id), docker.WithNetwork(cfg.AllowNetwork), docker.WithInit(init))
 	if err != nil {
 		return nil, fmt.Errorf("configure the Docker client: %w", err)
 	}
@@ -207,7 +211,7 @@ func startProcess(ctx context.Context, name string, args []string, stderr io.Wri
 	if err != nil {
 		return nil, err
 	}
-	engine, err := openEngine(ctx, db, cfg.AllowNetwork)
+	engine, err := openEngine(ctx, db, cfg)
 	if err != nil {
 		db.Close()
 		return nil, err

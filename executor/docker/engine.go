@@ -36,6 +36,10 @@ type Engine struct {
 	allowNetwork    bool   // a spec's Network is honoured only when set
 	tmpfsBytes      int64
 	instance        string // labels this deployment's sandboxes; "" for none
+	initPath        string // the coderun-init binary (WithInit)
+
+	initMu    sync.Mutex
+	initReady string // the init's volume, once filled
 
 	mu       sync.Mutex
 	platform *platform // the engine's own OS/architecture, once known

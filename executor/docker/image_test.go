@@ -27,7 +27,7 @@ const wrongDigest = "sha256:0000000000000000000000000000000000000000000000000000
 func newEngine(t *testing.T, opts ...docker.Option) *docker.Engine {
 	t.Helper()
 	testenv.Docker(t)
-	e, err := docker.New(opts...)
+	e, err := docker.New(append([]docker.Option{docker.WithInit(testenv.Init(t))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

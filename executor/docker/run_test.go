@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,7 +79,7 @@ func runWith(t *testing.T, e *docker.Engine, spec executor.Spec, ctx context.Con
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
-	volume := workspaceVolume(t, spec.RunID)
+	checkMounts(t, spec.RunID)
 	t.Cleanup(func() { e.Cleanup(context.Background(), spec.RunID) }) // if the test fails before its own
 
 	outcome, err := sb.Run(ctx, rec)
@@ -88,7 +89,7 @@ func runWith(t *testing.T, e *docker.Engine, spec executor.Spec, ctx context.Con
 	if err := e.Cleanup(context.Background(), spec.RunID); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
-	wantGone(t, spec.RunID, volume)
+	wantGone(t, spec.RunID)
 	t.Logf("outcome %+v\nstdout %q\nstderr %q", outcome, truncate(rec.stdout.String()), truncate(rec.stderr.String()))
 	return outcome, rec
 }
@@ -102,29 +103,27 @@ func truncate(s string) string {
 	return s
 }
 
-// workspaceVolume returns the name of the anonymous volume a prepared run's
-// workspace lives in.
-func workspaceVolume(t *testing.T, runID string) string {
+// checkMounts checks a prepared run's mounts: its workspace is a tmpfs, and
+// the one volume it sees is coderun-init's, read-only. Nothing it writes
+// lands on the engine's disk.
+func checkMounts(t *testing.T, runID string) {
 	t.Helper()
 	info, err := testenv.Docker(t).ContainerInspect(context.Background(), "coderun-"+runID, client.ContainerInspectOptions{})
 	if err != nil {
 		t.Fatalf("inspect the sandbox of %s: %v", runID, err)
 	}
+	if opts, ok := info.Container.HostConfig.Tmpfs[executor.WorkDir]; !ok || !strings.Contains(opts, "size=") {
+		t.Fatalf("the workspace of %s is not a size-limited tmpfs: %v", runID, info.Container.HostConfig.Tmpfs)
+	}
 	for _, m := range info.Container.Mounts {
-		if m.Destination == executor.WorkDir {
-			if m.Type != "volume" || m.Name == "" {
-				t.Fatalf("the workspace is a %s mount of %q, want an anonymous volume", m.Type, m.Source)
-			}
-			return m.Name
+		if m.Destination != "/.coderun" || m.RW || m.Type != "volume" {
+			t.Fatalf("the sandbox of %s mounts %s %q at %s (rw %v); want only coderun-init's volume, read-only", runID, m.Type, m.Name, m.Destination, m.RW)
 		}
 	}
-	t.Fatalf("the sandbox of %s has no mount at %s: %+v", runID, executor.WorkDir, info.Container.Mounts)
-	return ""
 }
 
-// wantGone checks that no container of runID and not its workspace volume is
-// left on the engine.
-func wantGone(t *testing.T, runID, volume string) {
+// wantGone checks that no container of runID is left on the engine.
+func wantGone(t *testing.T, runID string) {
 	t.Helper()
 	cli := testenv.Docker(t)
 	list, err := cli.ContainerList(context.Background(), client.ContainerListOptions{
@@ -136,9 +135,6 @@ func wantGone(t *testing.T, runID, volume string) {
 	}
 	if len(list.Items) != 0 {
 		t.Errorf("after Cleanup the engine still has %d containers of run %s", len(list.Items), runID)
-	}
-	if _, err := cli.VolumeInspect(context.Background(), volume, client.VolumeInspectOptions{}); !cerrdefs.IsNotFound(err) {
-		t.Errorf("after Cleanup, inspecting the workspace volume %s: %v, want not found", volume, err)
 	}
 }
 
@@ -339,6 +335,16 @@ func TestRunSandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("the workspace as a whole is bounded, off the engine's disk", func(t *testing.T) {
+		// 64 MiB of memory: a 32 MiB workspace holds four 8 MiB files, not a fifth.
+		o, rec := run(t, e, executor.Spec{Limits: coderun.Limits{MemoryMiB: 64},
+			Command: sh("df -m . | tail -1 | awk '{print $2}'; for i in 0 1 2 3 4 5 6 7 8 9; do dd if=/dev/zero of=f$i bs=1M count=8 2>/dev/null || { echo full at $i; break; }; done")})
+		wantExit(t, o, executor.Exited, 0)
+		if got := rec.stdout.String(); got != "32\nfull at 4\n" {
+			t.Errorf("stdout %q, want a 32 MiB workspace full at the fifth file", got)
+		}
+	})
+
 	t.Run("a spec asking for a network gets none unless the engine allows it", func(t *testing.T) {
 		o, rec := run(t, e, executor.Spec{Network: true, Command: sh("ls /sys/class/net")})
 		wantExit(t, o, executor.Exited, 0)
@@ -486,7 +492,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	if _, err := e.Prepare(context.Background(), executor.Spec{RunID: runID, Image: busybox(t), Command: sh("true")}); err != nil {
 		t.Fatal(err)
 	}
-	volume := workspaceVolume(t, runID)
+	checkMounts(t, runID)
 	t.Cleanup(func() { e.Cleanup(context.Background(), runID) })
 
 	listed, err := e.Sandboxes(context.Background())
@@ -503,7 +509,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	if err := e.Cleanup(cancelled, runID); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
-	wantGone(t, runID, volume)
+	wantGone(t, runID)
 	if err := e.Cleanup(context.Background(), runID); err != nil {
 		t.Errorf("a second Cleanup: %v", err)
 	}
@@ -523,7 +529,7 @@ func TestCleanupWhileAnotherCleanupRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	volume := workspaceVolume(t, runID)
+	checkMounts(t, runID)
 	started := make(chan struct{})
 	ran := make(chan error, 1)
 	go func() {
@@ -542,7 +548,7 @@ func TestCleanupWhileAnotherCleanupRuns(t *testing.T) {
 			t.Errorf("Cleanup: %v", err)
 		}
 	}
-	wantGone(t, runID, volume)
+	wantGone(t, runID)
 	select {
 	case err := <-ran:
 		t.Logf("Run of the removed sandbox returned %v", err)
@@ -653,7 +659,7 @@ func TestEngineDownIsUnavailable(t *testing.T) {
 // It reports the median beside the mean.
 func BenchmarkHelloWorld(b *testing.B) {
 	testenv.Docker(b)
-	e, err := docker.New()
+	e, err := docker.New(docker.WithInit(testenv.Init(b)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -678,4 +684,23 @@ func BenchmarkHelloWorld(b *testing.B) {
 	}
 	slices.Sort(took)
 	b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "median-ms")
+}
+
+// A runtime without a command runs its image's own (ENTRYPOINT then CMD),
+// still behind coderun-init; a volume the image declares is a tmpfs, never a
+// directory on the engine's disk.
+func TestImageDefaultsInTheSandbox(t *testing.T) {
+	e := newEngine(t)
+	base := busybox(t)
+	const tag = "coderun-test/volume:1"
+	build := exec.Command("docker", "build", "--quiet", "--tag", tag, "-")
+	build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	build.Stdin = strings.NewReader("FROM " + base + "\nVOLUME /data\nENTRYPOINT [\"sh\", \"-c\"]\n" +
+		"CMD [\"echo from the image; grep ' /data ' /proc/mounts | cut -d' ' -f3\"]\n")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out)
+	}
+	o, rec := run(t, e, executor.Spec{Image: tag})
+	wantExit(t, o, executor.Exited, 0)
+	wantOutput(t, rec, "from the image\ntmpfs\n", "")
 }

@@ -36,9 +36,9 @@ const (
 	DefaultUser = "65534:65534"
 	// maxOpenFiles bounds the file descriptors a program holds (RLIMIT_NOFILE).
 	maxOpenFiles = 256
-	// maxFileBytes bounds each file a program writes (RLIMIT_FSIZE). It matters
-	// for the workspace, a volume on the engine's disk; /tmp is bounded by its
-	// tmpfs size, and stdout and stderr by Limits.OutputBytes.
+	// maxFileBytes bounds each file a program writes (RLIMIT_FSIZE). The
+	// workspace and /tmp are bounded as wholes by their tmpfs sizes, and
+	// stdout and stderr by Limits.OutputBytes.
 	maxFileBytes = 64 << 20
 	// cleanupTimeout bounds removing a sandbox, whatever the caller's context.
 	cleanupTimeout = 30 * time.Second
@@ -48,9 +48,15 @@ const (
 // Prepare of the same run fails instead of running it twice.
 func containerName(runID string) string { return "coderun-" + runID }
 
-// Prepare creates the container for spec.RunID in the sandbox profile, with an
-// anonymous volume at the workspace that spec.Files are copied into. The
-// container is created stopped; Run starts it.
+// workspaceMiB is the size of a run's workspace: half its memory. What a
+// program writes there is charged to its memory too, so a full workspace
+// says ENOSPC before the memory limit would kill the program.
+func workspaceMiB(l coderun.Limits) int { return max(l.MemoryMiB/2, 8) }
+
+// Prepare creates the container for spec.RunID in the sandbox profile. Its
+// workspace is a tmpfs (workspaceMiB), and it starts with coderun-init, which
+// Run hands spec.Files before the program's input. The container is created
+// stopped; Run starts it.
 func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sandbox, error) {
 	if spec.RunID == "" {
 		return nil, errors.New("prepare sandbox: no run id")
@@ -67,7 +73,19 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 	if err != nil {
 		return nil, fmt.Errorf("prepare sandbox for run %s: %w", spec.RunID, err)
 	}
-	image, err := e.localImage(ctx, spec.Image)
+	img, err := e.localImage(ctx, spec.Image)
+	if err != nil {
+		return nil, fmt.Errorf("prepare sandbox for run %s: %w", spec.RunID, err)
+	}
+	// The command is the whole argv: an image's ENTRYPOINT is not prepended.
+	argv := spec.Command
+	if len(argv) == 0 {
+		argv = img.command()
+	}
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("prepare sandbox for run %s: neither the runtime nor its image names a command", spec.RunID)
+	}
+	initVolume, err := e.initVolume(ctx, img.id)
 	if err != nil {
 		return nil, fmt.Errorf("prepare sandbox for run %s: %w", spec.RunID, err)
 	}
@@ -83,7 +101,7 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 	labels[LabelInstance] = e.instance
 
 	config := &container.Config{
-		Image:      image,
+		Image:      img.id,
 		Env:        env,
 		WorkingDir: executor.WorkDir,
 		User:       user.String(),
@@ -95,18 +113,22 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 		AttachStderr: true,
 		OpenStdin:    true,
 		StdinOnce:    true,
-		// An anonymous volume: writable under a read-only rootfs, the one place
-		// CopyToContainer can deliver files to, and removed with the container.
-		Volumes: map[string]struct{}{executor.WorkDir: {}},
+		Entrypoint:   append([]string{initDir + "/" + initName, "--"}, argv...),
 	}
-	if len(spec.Command) > 0 {
-		// The command is the whole argv: an image's ENTRYPOINT is not prepended.
-		config.Entrypoint = spec.Command
+	hc := e.hostConfig(spec.Network && e.allowNetwork, limits)
+	hc.Mounts = append(hc.Mounts, initMount(initVolume))
+	hc.Tmpfs[executor.WorkDir] = fmt.Sprintf("size=%dm,uid=%d,gid=%d,mode=0755,exec,nosuid,nodev", workspaceMiB(limits), user.uid, user.gid)
+	// A volume the image declares would be an unbounded directory on the
+	// engine's disk: it gets a tmpfs like /tmp's instead.
+	for _, dir := range img.volumes {
+		if _, taken := hc.Tmpfs[dir]; !taken {
+			hc.Tmpfs[dir] = hc.Tmpfs["/tmp"]
+		}
 	}
 	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:       containerName(spec.RunID),
 		Config:     config,
-		HostConfig: e.hostConfig(spec.Network && e.allowNetwork, limits),
+		HostConfig: hc,
 	})
 	if cerrdefs.IsNotFound(err) { // removed since localImage found it
 		return nil, fmt.Errorf("create sandbox for run %s: %w: %w", spec.RunID, executor.ErrImageUnavailable, err)
@@ -114,18 +136,8 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 	if err != nil {
 		return nil, engineError(ctx, "create sandbox for run "+spec.RunID, err)
 	}
-
-	if files != nil {
-		_, err := e.cli.CopyToContainer(ctx, created.ID, client.CopyToContainerOptions{
-			DestinationPath: executor.WorkDir,
-			Content:         files,
-		})
-		if err != nil {
-			err = engineError(ctx, "copy files into the sandbox of run "+spec.RunID, err)
-			return nil, errors.Join(err, e.Cleanup(ctx, spec.RunID))
-		}
-	}
-	return &sandbox{cli: e.cli, id: created.ID, runID: spec.RunID, stdin: spec.Stdin, limits: limits}, nil
+	input := append(initInput(files), spec.Stdin...)
+	return &sandbox{cli: e.cli, id: created.ID, runID: spec.RunID, stdin: input, limits: limits}, nil
 }
 
 // hostConfig is the sandbox profile (DESIGN.md "Execution").
@@ -183,21 +195,38 @@ func orDefault[T int | int64 | float64](v, def T) T {
 	return def
 }
 
-// localImage returns the ID of the engine's image for ref, which is
-// name@digest as validated or an image ID. A local-only image validated by its
-// ID is not known under name@ID, so that ID is tried too. It never pulls.
-func (e *Engine) localImage(ctx context.Context, ref string) (string, error) {
+// image is what a sandbox needs of the engine's image.
+type image struct {
+	id              string
+	entrypoint, cmd []string
+	volumes         []string // the directories it declares as volumes
+}
+
+// command is the argv the image runs by default.
+func (img image) command() []string {
+	return append(append([]string{}, img.entrypoint...), img.cmd...)
+}
+
+// localImage returns the engine's image for ref, which is name@digest as
+// validated or an image ID. A local-only image validated by its ID is not
+// known under name@ID, so that ID is tried too. It never pulls.
+func (e *Engine) localImage(ctx context.Context, ref string) (image, error) {
 	img, err := e.cli.ImageInspect(ctx, ref)
 	if _, digest, pinned := strings.Cut(ref, "@"); cerrdefs.IsNotFound(err) && pinned {
 		img, err = e.cli.ImageInspect(ctx, digest)
 	}
 	switch {
 	case cerrdefs.IsNotFound(err), cerrdefs.IsInvalidArgument(err):
-		return "", fmt.Errorf("%w: the engine has no image %s", executor.ErrImageUnavailable, ref)
+		return image{}, fmt.Errorf("%w: the engine has no image %s", executor.ErrImageUnavailable, ref)
 	case err != nil:
-		return "", engineError(ctx, "inspect image "+ref, err)
+		return image{}, engineError(ctx, "inspect image "+ref, err)
 	}
-	return img.ID, nil
+	out := image{id: img.ID}
+	if c := img.Config; c != nil {
+		out.entrypoint, out.cmd = c.Entrypoint, c.Cmd
+		out.volumes = slices.Sorted(maps.Keys(c.Volumes))
+	}
+	return out, nil
 }
 
 // runUser is the numeric uid and gid a program runs as.
@@ -237,11 +266,10 @@ func environment(vars map[string]string) ([]string, error) {
 	return env, nil
 }
 
-// workspaceArchive is the tar CopyToContainer extracts into the workspace:
-// files, and the directories above them, owned by the run user so the program
-// can change and add to them. The workspace directory itself keeps the owner
-// it has in the image (the engine does not apply an archive's root entry). No
-// files, no archive.
+// workspaceArchive is the tar coderun-init extracts into the workspace:
+// files, and the directories above them, which the init (running as the run
+// user) creates, so the program can change and add to them. No files, no
+// archive.
 func workspaceArchive(files []executor.File, user runUser, at time.Time) (*bytes.Buffer, error) {
 	if len(files) == 0 {
 		return nil, nil
