@@ -15,7 +15,7 @@ test:
 ## build: the coderun binary into bin/
 build:
 	$(GO) build -trimpath -o bin/coderun ./cmd/coderun
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/coderun-init ./cmd/coderun-init
+	GOOS=linux CGO_ENABLED=0 $(GO) build -trimpath -o bin/coderun-init ./cmd/coderun-init
 
 ## generate: regenerate the GraphQL code in graph/
 generate:

@@ -17,7 +17,7 @@ base=http://$CODERUN_ADDR
 scripts/docker.sh start "$state"
 log "building coderun"
 go build -o bin/coderun ./cmd/coderun
-CGO_ENABLED=0 go build -o bin/coderun-init ./cmd/coderun-init # every sandbox starts with it
+GOOS=linux CGO_ENABLED=0 go build -o bin/coderun-init ./cmd/coderun-init # every sandbox starts with it
 image=coderun-demo/busybox:1
 digest=$(scripts/demo-image.sh "$image")
 

@@ -174,11 +174,17 @@ func openEngine(ctx context.Context, db *store.DB, cfg *config) (*docker.Engine,
 	if err != nil {
 		return nil, err
 	}
-	init, err := cfg.initBinary()
-	if err != nil {
-		return nil, err
+	opts := []docker.Option{docker.WithInstance(id), docker.WithNetwork(cfg.AllowNetwork)}
+	// Only a process that runs code needs coderun-init; one that does is
+	// refused at start without it, not run by run.
+	if cfg.WorkerSlots > 0 {
+		init, err := cfg.initBinary()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, docker.WithInit(init))
 	}
-	engine, err := docker.New(docker.WithInstance(id), docker.WithNetwork(cfg.AllowNetwork), docker.WithInit(init))
+	engine, err := docker.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("configure the Docker client: %w", err)
 	}

@@ -119,8 +119,19 @@ func (e *Engine) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the connections to the engine.
+// Close removes this Engine's coderun-init volume (unless a sandbox still
+// mounts it: the engine refuses then, and a later process removes it) and
+// releases the connections to the engine.
 func (e *Engine) Close() error {
+	e.initMu.Lock()
+	volume := e.initReady
+	e.initReady = ""
+	e.initMu.Unlock()
+	if volume != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		e.cli.VolumeRemove(ctx, volume, client.VolumeRemoveOptions{})
+		cancel()
+	}
 	return e.cli.Close()
 }
 

@@ -4,12 +4,16 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -24,25 +28,32 @@ import (
 // cannot be a volume the files are copied into before start: nothing would
 // bound what the program writes there on the engine's disk. And a tmpfs
 // cannot receive files before the container starts.
+//
+// Each Engine keeps the init in a volume of its own, filled once and checked
+// byte for byte, so that processes never write a file another may be
+// running, and an image (a tenant's choice) never supplies it: the volume is
+// mounted with NoCopy everywhere, so the engine never fills it from the
+// image's own files.
 const (
 	// initDir is where the init's volume is mounted, read-only.
 	initDir = "/.coderun"
 	// initName is the init's file name in its volume.
 	initName = "coderun-init"
+	// LabelInit marks the init's volumes, and the containers that fill them.
+	LabelInit = "coderun.init"
 )
 
 // WithInit names the coderun-init binary: a static Linux executable for the
-// engine's platform, built from cmd/coderun-init. The engine keeps it in a
-// volume of its own, named for its contents, and mounts that into every
-// sandbox. Prepare fails without one.
+// engine's architecture, built from cmd/coderun-init. Prepare fails without
+// one.
 func WithInit(path string) Option {
 	return func(e *Engine) { e.initPath = path }
 }
 
-// initVolume returns the name of the volume holding the init, filling it the
-// first time, using image (one the engine has) for the container that copies
-// it in. A volume another process filled is checked, not trusted: one left
-// half-filled by a crash is filled again.
+// initVolume returns the name of this Engine's volume holding the init,
+// creating and filling it the first time, with a container of image (one the
+// engine has; never started, and its files never copied into the volume).
+// Volumes of earlier processes that nothing uses any more are removed.
 func (e *Engine) initVolume(ctx context.Context, image string) (string, error) {
 	e.initMu.Lock()
 	defer e.initMu.Unlock()
@@ -56,51 +67,145 @@ func (e *Engine) initVolume(ctx context.Context, image string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read coderun-init: %w", err)
 	}
+	own, err := e.enginePlatform(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := checkInitBinary(bin, own); err != nil {
+		return "", fmt.Errorf("coderun-init %s: %w", e.initPath, err)
+	}
 	sum := sha256.Sum256(bin)
-	id := hex.EncodeToString(sum[:6])
-	volume := "coderun-init-" + id
-	helper := containerName("init-" + id + "-" + e.instance)
-	labels := map[string]string{LabelManaged: "true", LabelInstance: e.instance, LabelRunID: "init-" + id + "-" + e.instance}
+	name := "coderun-init-" + hex.EncodeToString(sum[:6]) + "-" + strings.ToLower(rand.Text()[:12])
+	labels := map[string]string{LabelInit: name}
+	if _, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: name, Labels: labels}); err != nil {
+		return "", engineError(ctx, "create the volume for coderun-init", err)
+	}
+	if err := e.fillInit(ctx, image, name, bin, sum); err != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		e.cli.VolumeRemove(rctx, name, client.VolumeRemoveOptions{Force: true})
+		return "", err
+	}
+	e.initReady = name
+	e.removeStaleInits(ctx, name)
+	return name, nil
+}
+
+// fillInit copies bin into volume through a container of image that mounts
+// it, then reads it back and compares.
+func (e *Engine) fillInit(ctx context.Context, image, volume string, bin []byte, sum [32]byte) error {
 	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name:   helper,
-		Config: &container.Config{Image: image, Labels: labels, Entrypoint: []string{initDir + "/" + initName}},
-		HostConfig: &container.HostConfig{
-			NetworkMode: "none",
-			Mounts:      []mount.Mount{{Type: mount.TypeVolume, Source: volume, Target: initDir}},
-		},
+		Name: volume,
+		Config: &container.Config{Image: image, Labels: map[string]string{LabelInit: volume},
+			Entrypoint: []string{initDir + "/" + initName}},
+		HostConfig: &container.HostConfig{NetworkMode: "none", Mounts: []mount.Mount{initMount(volume, false)}},
 	})
 	if err != nil {
-		return "", engineError(ctx, "create the container that installs coderun-init", err)
+		return engineError(ctx, "create the container that installs coderun-init", err)
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		e.cli.ContainerRemove(rctx, created.ID, client.ContainerRemoveOptions{Force: true})
+		// RemoveVolumes: the image's own declared volumes, not the init's.
+		e.cli.ContainerRemove(rctx, created.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	}()
-	stat, err := e.cli.ContainerStatPath(ctx, created.ID, client.ContainerStatPathOptions{Path: initDir + "/" + initName})
-	if err == nil && stat.Stat.Size == int64(len(bin)) {
-		e.initReady = volume
-		return volume, nil
-	}
-	if err != nil && !cerrdefs.IsNotFound(err) {
-		return "", engineError(ctx, "look for coderun-init", err)
-	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: initName, Mode: 0o555, Size: int64(len(bin)), ModTime: time.Now()}); err != nil {
-		return "", err
+		return err
 	}
 	if _, err := tw.Write(bin); err != nil {
-		return "", err
+		return err
 	}
 	if err := tw.Close(); err != nil {
-		return "", err
+		return err
 	}
 	if _, err := e.cli.CopyToContainer(ctx, created.ID, client.CopyToContainerOptions{DestinationPath: initDir, Content: &buf}); err != nil {
-		return "", engineError(ctx, "install coderun-init", err)
+		return engineError(ctx, "install coderun-init", err)
 	}
-	e.initReady = volume
-	return volume, nil
+	back, err := e.cli.CopyFromContainer(ctx, created.ID, client.CopyFromContainerOptions{SourcePath: initDir + "/" + initName})
+	if err != nil {
+		return engineError(ctx, "read coderun-init back", err)
+	}
+	defer back.Content.Close()
+	tr := tar.NewReader(back.Content)
+	h, err := tr.Next()
+	if err != nil {
+		return fmt.Errorf("read coderun-init back: %w", err)
+	}
+	got := sha256.New()
+	if _, err := io.Copy(got, tr); err != nil {
+		return fmt.Errorf("read coderun-init back: %w", err)
+	}
+	if h.Typeflag != tar.TypeReg || h.Mode&0o7777 != 0o555 || !bytes.Equal(got.Sum(nil), sum[:]) {
+		return fmt.Errorf("coderun-init in volume %s is not the file written (type %c, mode %o)", volume, h.Typeflag, h.Mode)
+	}
+	return nil
+}
+
+// removeStaleInits removes the init volumes, and the containers that filled
+// them, that earlier processes left: a volume a sandbox still uses is kept
+// (the engine refuses to remove it), and so is keep.
+func (e *Engine) removeStaleInits(ctx context.Context, keep string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	filter := make(client.Filters).Add("label", LabelInit)
+	if cs, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: filter}); err == nil {
+		for _, c := range cs.Items {
+			// Another process's filling may be under way: only old ones go.
+			if c.Labels[LabelInit] != keep && time.Since(time.Unix(c.Created, 0)) > time.Hour {
+				e.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+			}
+		}
+	}
+	vs, err := e.cli.VolumeList(ctx, client.VolumeListOptions{Filters: filter})
+	if err != nil {
+		return
+	}
+	for _, v := range vs.Items {
+		if v.Name != keep && !e.initInUse(ctx, v.Name) {
+			if _, err := e.cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsConflict(err) && !cerrdefs.IsNotFound(err) {
+				return
+			}
+		}
+	}
+}
+
+// initInUse reports whether a container mounts the init volume name, or one
+// is filling it: a process that made it moments ago may not have started a
+// sandbox yet, so a young volume counts as used.
+func (e *Engine) initInUse(ctx context.Context, name string) bool {
+	v, err := e.cli.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
+	if err != nil {
+		return true
+	}
+	if created, err := time.Parse(time.RFC3339, v.Volume.CreatedAt); err != nil || time.Since(created) < time.Hour {
+		return true
+	}
+	cs, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("volume", name)})
+	return err != nil || len(cs.Items) > 0
+}
+
+// checkInitBinary checks that bin can run in a sandbox on an engine of
+// platform p: a static Linux executable for p's architecture.
+func checkInitBinary(bin []byte, p platform) error {
+	f, err := elf.NewFile(bytes.NewReader(bin))
+	if err != nil {
+		return fmt.Errorf("not a Linux executable: %w", err)
+	}
+	want := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[p.Arch]
+	switch {
+	case p.OS != "linux":
+		return fmt.Errorf("the engine runs %s, not linux", p)
+	case want == 0 || f.Machine != want:
+		return fmt.Errorf("built for %s; the engine runs %s (build it with GOOS=linux GOARCH=%s CGO_ENABLED=0)", f.Machine, p, p.Arch)
+	}
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return fmt.Errorf("not static: it needs a dynamic loader the image may not have (build it with CGO_ENABLED=0)")
+		}
+	}
+	return nil
 }
 
 // initInput is what the init reads before the program's own input: the
@@ -118,7 +223,8 @@ func initInput(files *bytes.Buffer) []byte {
 	return in
 }
 
-// initMount is the init's volume, read-only at initDir.
-func initMount(volume string) mount.Mount {
-	return mount.Mount{Type: mount.TypeVolume, Source: volume, Target: initDir, ReadOnly: true}
+// initMount is the init's volume at initDir, never filled from an image.
+func initMount(volume string, readOnly bool) mount.Mount {
+	return mount.Mount{Type: mount.TypeVolume, Source: volume, Target: initDir, ReadOnly: readOnly,
+		VolumeOptions: &mount.VolumeOptions{NoCopy: true}}
 }

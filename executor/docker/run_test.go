@@ -79,8 +79,8 @@ func runWith(t *testing.T, e *docker.Engine, spec executor.Spec, ctx context.Con
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
-	checkMounts(t, spec.RunID)
 	t.Cleanup(func() { e.Cleanup(context.Background(), spec.RunID) }) // if the test fails before its own
+	checkMounts(t, spec.RunID)
 
 	outcome, err := sb.Run(ctx, rec)
 	if err != nil {
@@ -492,8 +492,8 @@ func TestSandboxLifecycle(t *testing.T) {
 	if _, err := e.Prepare(context.Background(), executor.Spec{RunID: runID, Image: busybox(t), Command: sh("true")}); err != nil {
 		t.Fatal(err)
 	}
-	checkMounts(t, runID)
 	t.Cleanup(func() { e.Cleanup(context.Background(), runID) })
+	checkMounts(t, runID)
 
 	listed, err := e.Sandboxes(context.Background())
 	if err != nil || !slices.Contains(listed, runID) {
@@ -703,4 +703,31 @@ func TestImageDefaultsInTheSandbox(t *testing.T) {
 	o, rec := run(t, e, executor.Spec{Image: tag})
 	wantExit(t, o, executor.Exited, 0)
 	wantOutput(t, rec, "from the image\ntmpfs\n", "")
+}
+
+// An image cannot supply coderun-init: one that carries a file where the init
+// is mounted still runs behind the service's own, and so do the runs after
+// it. A binary that cannot run in a sandbox is refused before any does.
+func TestTheInitIsTheServicesOwn(t *testing.T) {
+	e := newEngine(t)
+	const tag = "coderun-test/fake-init:1"
+	build := exec.Command("docker", "build", "--quiet", "--tag", tag, "-")
+	build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	build.Stdin = strings.NewReader("FROM " + busybox(t) + "\nUSER 0\n" +
+		"RUN mkdir /.coderun && printf '#!/bin/sh\\necho pwned\\n' > /.coderun/coderun-init && chmod 755 /.coderun/coderun-init\n" +
+		"VOLUME /.coderun\nUSER 65534\n")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out)
+	}
+	for _, image := range []string{tag, busybox(t)} {
+		o, rec := run(t, e, executor.Spec{Image: image, Command: sh("echo ours")})
+		wantExit(t, o, executor.Exited, 0)
+		wantOutput(t, rec, "ours\n", "")
+	}
+
+	dynamic := newEngine(t, docker.WithInit("/bin/ls"))
+	_, err := dynamic.Prepare(context.Background(), executor.Spec{RunID: newRunID(), Image: busybox(t), Command: sh("true")})
+	if err == nil || !strings.Contains(err.Error(), "not static") {
+		t.Fatalf("a dynamically linked init: %v, want it refused as not static", err)
+	}
 }

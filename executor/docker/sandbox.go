@@ -116,12 +116,13 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 		Entrypoint:   append([]string{initDir + "/" + initName, "--"}, argv...),
 	}
 	hc := e.hostConfig(spec.Network && e.allowNetwork, limits)
-	hc.Mounts = append(hc.Mounts, initMount(initVolume))
+	hc.Mounts = append(hc.Mounts, initMount(initVolume, true))
 	hc.Tmpfs[executor.WorkDir] = fmt.Sprintf("size=%dm,uid=%d,gid=%d,mode=0755,exec,nosuid,nodev", workspaceMiB(limits), user.uid, user.gid)
 	// A volume the image declares would be an unbounded directory on the
 	// engine's disk: it gets a tmpfs like /tmp's instead.
 	for _, dir := range img.volumes {
-		if _, taken := hc.Tmpfs[dir]; !taken {
+		dir = path.Clean("/" + dir)
+		if _, taken := hc.Tmpfs[dir]; !taken && dir != initDir && dir != "/" {
 			hc.Tmpfs[dir] = hc.Tmpfs["/tmp"]
 		}
 	}
