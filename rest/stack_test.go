@@ -4,16 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -87,15 +82,7 @@ func newStackWith(t *testing.T, dbURL string, opts service.Options) *stack {
 	svc := service.New(db, opts)
 	// The requests served are written before the database closes.
 	t.Cleanup(func() { svc.FlushRequests(context.Background()) })
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(pub)
-	keyFile := filepath.Join(t.TempDir(), "keys.pem")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile, priv := testenv.Ed25519Keys(t)
 	keys, err := auth.LoadPublicKeys(keyFile)
 	if err != nil {
 		t.Fatal(err)

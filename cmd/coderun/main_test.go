@@ -3,11 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -386,15 +382,7 @@ func TestPublicKeysWithoutASecretTurnHS256Off(t *testing.T) {
 	in := newInstance(t, testenv.SQLiteURL(t))
 	in.cli("handle", "create", "acme", "--owner", "alice")
 	devJWT := in.cli("token", "jwt", "--sub", "alice") // the data dir's secret, before keys
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(pub)
-	keys := filepath.Join(t.TempDir(), "keys.pem")
-	if err := os.WriteFile(keys, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keys, _ := testenv.Ed25519Keys(t)
 	in.env = append(in.env, "CODERUN_JWT_PUBLIC_KEYS="+keys)
 	if _, stderr, err := in.run("token", "jwt", "--sub", "alice"); err == nil || !strings.Contains(stderr, "HS256 tokens are off") {
 		t.Fatalf("token jwt with public keys and no secret: %v %q", err, stderr)
