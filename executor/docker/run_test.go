@@ -383,8 +383,10 @@ func TestRunSandbox(t *testing.T) {
 		}}
 		start := time.Now()
 		o, _ := runWith(t, e, executor.Spec{
-			RunID:   runID,
-			Command: sh("f() { f | f & }; f; sleep 30"),
+			RunID: runID,
+			// The shell stays (a builtin loop needs no fork) until the
+			// timeout, so the watcher sees the cgroup however busy the CPU.
+			Command: sh("f() { f | f & }; f; while :; do :; done"),
 			Limits:  coderun.Limits{Pids: pids, TimeoutSeconds: 2},
 		}, context.Background(), rec)
 		took := time.Since(start)
