@@ -6,15 +6,13 @@
 #   scripts/chromium.sh
 set -euo pipefail
 
+source "$(dirname "$0")/apt.sh"
+
 log() { echo "chromium.sh: $*" >&2; }
 
 if ! command -v chromium >/dev/null 2>&1; then
 	log "chromium is missing: installing Debian's chromium"
-	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y --no-install-recommends chromium >&2; then
-		apt-get update >&2
-		apt-get install -y --no-install-recommends chromium >&2
-	fi
+	apt_install chromium
 fi
 path=$(command -v chromium)
 log "using $path ($("$path" --version 2>/dev/null || echo "version unknown"))"

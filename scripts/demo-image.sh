@@ -7,6 +7,8 @@
 #   scripts/demo-image.sh [TAG]   (TAG defaults to coderun-demo/busybox:1)
 set -euo pipefail
 
+source "$(dirname "$0")/apt.sh"
+
 log() { echo "demo-image.sh: $*" >&2; }
 
 tag=${1:-coderun-demo/busybox:1}
@@ -15,11 +17,7 @@ busybox=/bin/busybox
 # Only busybox-static's /bin/busybox runs in an image with no libc.
 if [[ $(dpkg-query -W -f '${Status}' busybox-static 2>/dev/null) != "install ok installed" ]]; then
 	log "installing busybox-static"
-	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y --no-install-recommends busybox-static >&2; then
-		apt-get update >&2
-		apt-get install -y --no-install-recommends busybox-static >&2
-	fi
+	apt_install busybox-static
 fi
 
 context=$(mktemp -d "${TMPDIR:-/tmp}/coderun-demo-image.XXXXXX")

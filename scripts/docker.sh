@@ -6,6 +6,8 @@
 #   scripts/docker.sh start [LOGDIR]   (LOGDIR defaults to $CODERUN_STATE_DIR or /tmp/coderun)
 set -euo pipefail
 
+source "$(dirname "$0")/apt.sh"
+
 log() { echo "docker.sh: $*" >&2; }
 
 usage() {
@@ -18,11 +20,7 @@ engine_answers() { docker info >/dev/null 2>&1; }
 install_engine() {
 	command -v dockerd >/dev/null 2>&1 && return
 	log "dockerd is missing: installing docker.io"
-	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y --no-install-recommends docker.io >&2; then
-		apt-get update >&2
-		apt-get install -y --no-install-recommends docker.io >&2
-	fi
+	apt_install docker.io
 }
 
 start() {

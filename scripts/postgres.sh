@@ -17,6 +17,8 @@ usage() {
 	exit 2
 }
 
+source "$(dirname "$0")/apt.sh"
+
 log() { echo "postgres.sh: $*" >&2; }
 
 # PostgreSQL refuses to run as root; root runs it as the postgres system user.
@@ -37,8 +39,7 @@ ensure_installed() {
 		exit 1
 	fi
 	log "installing PostgreSQL (apt-get install postgresql)"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y postgresql >&2 || { apt-get update >&2 && apt-get install -y postgresql >&2; }
+	apt_install postgresql
 }
 
 # running_port prints the port of the cluster running in $1, or fails when none runs.

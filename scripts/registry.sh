@@ -11,6 +11,8 @@
 # /tmp/coderun)/registry-HOST-PORT.
 set -euo pipefail
 
+source "$(dirname "$0")/apt.sh"
+
 log() { echo "registry.sh: $*" >&2; }
 
 usage() {
@@ -41,11 +43,7 @@ install_missing() {
 	done
 	((${#pkgs[@]})) || return 0
 	log "installing ${pkgs[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y --no-install-recommends "${pkgs[@]}" >&2; then
-		apt-get update >&2
-		apt-get install -y --no-install-recommends "${pkgs[@]}" >&2
-	fi
+	apt_install "${pkgs[@]}"
 }
 
 # The Debian package may start its own service on :5000 with htpasswd auth

@@ -12,6 +12,9 @@ mkdir -p "$state"
 export CODERUN_STATE_DIR=$state
 
 scripts/docker.sh start "$state"
+# Built once here (installing busybox-static if need be) before test packages,
+# running in parallel, each ask for it.
+scripts/demo-image.sh >/dev/null
 export CODERUN_TEST_REGISTRY=${CODERUN_TEST_REGISTRY:-127.0.0.1:5000}
 scripts/registry.sh start "$CODERUN_TEST_REGISTRY"
 CODERUN_TEST_POSTGRES_URL=${CODERUN_TEST_POSTGRES_URL:-$(scripts/postgres.sh start "$state/postgres" 55432)}
