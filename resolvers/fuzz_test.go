@@ -31,6 +31,17 @@ func FuzzGraphQL(f *testing.F) {
 	} {
 		f.Add(body)
 	}
+	// Floods, each far past its limit: deep nesting, aliases, directives,
+	// fragments spreading one another, a huge string.
+	query := func(q string) string {
+		b, _ := json.Marshal(map[string]string{"query": q})
+		return string(b)
+	}
+	f.Add(query("{ handle(handle: \"acme\") " + strings.Repeat("{ runs(first: 1) { edges { node { runtime { handle ", 40) + "{ id" + strings.Repeat(" } } } } }", 40) + " } }"))
+	f.Add(query("{ " + strings.Repeat("a: __typename ", 5000) + "}"))
+	f.Add(query("{ __typename " + strings.Repeat("@include(if: true) ", 5000) + "}"))
+	f.Add(query("{ handle(handle: \"acme\") { ...A } } fragment A on Handle { ...B } fragment B on Handle { ...A id }"))
+	f.Add(query(`{ handle(handle: "` + strings.Repeat("x", 1<<20) + `") { id } }`))
 	db := openDB(f)
 	quiet := slog.New(slog.DiscardHandler)
 	svc := service.New(db, service.Options{Logger: quiet})
