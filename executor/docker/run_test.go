@@ -345,6 +345,15 @@ func TestRunSandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("the kernel's limits: OOM-killed first, CPU time bounded", func(t *testing.T) {
+		// 30 s at 2 CPUs: each process may use 60 s of CPU and a margin, so
+		// the wall-time limit, not this, ends a run.
+		o, rec := run(t, e, executor.Spec{Command: sh("cat /proc/self/oom_score_adj; ulimit -t"),
+			Limits: coderun.Limits{TimeoutSeconds: 30, CPUs: 2}})
+		wantExit(t, o, executor.Exited, 0)
+		wantOutput(t, rec, "1000\n65\n", "")
+	})
+
 	t.Run("a spec asking for a network gets none unless the engine allows it", func(t *testing.T) {
 		o, rec := run(t, e, executor.Spec{Network: true, Command: sh("ls /sys/class/net")})
 		wantExit(t, o, executor.Exited, 0)
@@ -690,7 +699,7 @@ func BenchmarkHelloWorld(b *testing.B) {
 
 // A runtime without a command runs its image's own (ENTRYPOINT then CMD),
 // still behind coderun-init; a volume the image declares is a tmpfs, never a
-// directory on the engine's disk.
+// directory on the engine's disk; the image's health check never runs.
 func TestImageDefaultsInTheSandbox(t *testing.T) {
 	e := newEngine(t)
 	base := busybox(t)
@@ -698,7 +707,8 @@ func TestImageDefaultsInTheSandbox(t *testing.T) {
 	build := exec.Command("docker", "build", "--quiet", "--tag", tag, "-")
 	build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
 	build.Stdin = strings.NewReader("FROM " + base + "\nVOLUME /data\nENTRYPOINT [\"sh\", \"-c\"]\n" +
-		"CMD [\"echo from the image; grep ' /data ' /proc/mounts | cut -d' ' -f3\"]\n")
+		"HEALTHCHECK --interval=100ms CMD [\"touch\", \"/tmp/probed\"]\n" +
+		"CMD [\"echo from the image; grep ' /data ' /proc/mounts | cut -d' ' -f3; sleep 1; ls /tmp\"]\n")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("docker build: %v\n%s", err, out)
 	}

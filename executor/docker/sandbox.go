@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"path"
 	"slices"
 	"strconv"
@@ -114,6 +115,9 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 		OpenStdin:    true,
 		StdinOnce:    true,
 		Entrypoint:   append([]string{initDir + "/" + initName, "--"}, argv...),
+		// An image's health check would have the engine run commands in
+		// the sandbox, outside its init and on the host's CPU.
+		Healthcheck: &container.HealthConfig{Test: []string{"NONE"}},
 	}
 	hc := e.hostConfig(spec.Network && e.allowNetwork, limits)
 	hc.Mounts = append(hc.Mounts, initMount(initVolume, true))
@@ -158,6 +162,9 @@ func (e *Engine) hostConfig(network bool, limits coderun.Limits) *container.Host
 		// Output reaches the service through the attachment alone: no log of
 		// untrusted output grows on the engine's disk.
 		LogConfig: container.LogConfig{Type: "none"},
+		// When the host runs short of memory, a sandbox goes first, never
+		// the engine, the database or the service.
+		OomScoreAdj: 1000,
 		Resources: container.Resources{
 			Memory:     memory,
 			MemorySwap: memory, // no swap on top
@@ -166,6 +173,9 @@ func (e *Engine) hostConfig(network bool, limits coderun.Limits) *container.Host
 			Ulimits: []*container.Ulimit{
 				{Name: "nofile", Soft: maxOpenFiles, Hard: maxOpenFiles},
 				{Name: "fsize", Soft: maxFileBytes, Hard: maxFileBytes},
+				// A backstop for the wall-time limit, which the worker
+				// enforces: a process outliving its worker still stops.
+				{Name: "cpu", Soft: cpuSeconds(limits), Hard: cpuSeconds(limits) + 1},
 			},
 		},
 	}
@@ -173,6 +183,13 @@ func (e *Engine) hostConfig(network bool, limits coderun.Limits) *container.Host
 		hc.NetworkMode = "" // the engine's default network
 	}
 	return hc
+}
+
+// cpuSeconds is the CPU time (RLIMIT_CPU) each process of a sandbox may use:
+// more than the wall-time limit allows at the sandbox's CPUs, so that it never
+// ends a run the worker would not have.
+func cpuSeconds(l coderun.Limits) int64 {
+	return int64(math.Ceil(float64(l.TimeoutSeconds)*max(l.CPUs, 1))) + 5
 }
 
 // withDefaults fills the limits a spec leaves at zero from the defaults, so
