@@ -127,10 +127,13 @@ type RunFile struct {
 // RunJob is what a worker needs to execute a run: the runtime as it was when
 // the run was submitted, and the caller's input, decoded.
 type RunJob struct {
-	RunID   string
-	Handle  string
-	Image   string
+	RunID  string
+	Handle string
+	Image  string
+	// Command is the runtime's; empty means the image's own.
 	Command []string
+	// Args follow Command.
+	Args    []string
 	Network bool
 	Limits  Limits
 	Files   []RunFile

@@ -46,6 +46,8 @@ type Spec struct {
 	Image string
 	// Command is the argv; empty means the image's own entrypoint and command.
 	Command []string
+	// Args follow Command (or the image's entrypoint and command).
+	Args []string
 	// Files are written under WorkDir before the program starts.
 	Files []File
 	Stdin []byte

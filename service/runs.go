@@ -224,7 +224,8 @@ func jobFromInput(rt coderun.Runtime, in coderun.RunInput) (coderun.RunJob, code
 	}
 	job := coderun.RunJob{
 		Image:   rt.PinnedImage(),
-		Command: append(append([]string{}, rt.Command...), in.Args...),
+		Command: rt.Command,
+		Args:    in.Args,
 		Network: rt.Network,
 		Limits:  limits,
 		Files:   files,

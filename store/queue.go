@@ -43,13 +43,14 @@ func (tx *Tx) ClaimRun(ctx context.Context, workerID string, at, leaseUntil time
 
 // runJob reads what a worker needs to execute run id.
 func (tx *Tx) runJob(ctx context.Context, id string) (coderun.RunJob, error) {
-	const q = `SELECT ` + runColumns + `, i.files, i.stdin, i.env
+	const q = `SELECT ` + runColumns + `, i.files, i.stdin, i.env, i.args
 		FROM runs JOIN run_inputs i ON i.run_id = runs.id WHERE runs.id = ?`
 	var row struct {
 		runRow
 		Files string `db:"files"`
 		Stdin []byte `db:"stdin"`
 		Env   string `db:"env"`
+		Args  string `db:"args"`
 	}
 	if err := tx.get(ctx, &row, q, id); err != nil {
 		return coderun.RunJob{}, fmt.Errorf("read job of run %s: %w", id, err)
@@ -62,7 +63,7 @@ func (tx *Tx) runJob(ctx context.Context, id string) (coderun.RunJob, error) {
 	for _, f := range []struct {
 		src string
 		dst any
-	}{{row.Command, &job.Command}, {row.Files, &job.Files}, {row.Env, &job.Env}} {
+	}{{row.Command, &job.Command}, {row.Args, &job.Args}, {row.Files, &job.Files}, {row.Env, &job.Env}} {
 		if err := json.Unmarshal([]byte(f.src), f.dst); err != nil {
 			return coderun.RunJob{}, fmt.Errorf("read job of run %s: %w", id, err)
 		}

@@ -117,12 +117,16 @@ func (tx *Tx) CreateRun(ctx context.Context, run coderun.Run, job coderun.RunJob
 	if err != nil {
 		return err
 	}
+	args, err := json.Marshal(nonNilSlice(job.Args))
+	if err != nil {
+		return err
+	}
 	stdin := job.Stdin
 	if stdin == nil {
 		stdin = []byte{}
 	}
-	const input = `INSERT INTO run_inputs (run_id, files, stdin, env) VALUES (?, ?, ?, ?)`
-	if _, err := tx.exec(ctx, input, run.ID, string(files), stdin, string(env)); err != nil {
+	const input = `INSERT INTO run_inputs (run_id, files, stdin, env, args) VALUES (?, ?, ?, ?, ?)`
+	if _, err := tx.exec(ctx, input, run.ID, string(files), stdin, string(env), string(args)); err != nil {
 		return fmt.Errorf("insert run input: %w", err)
 	}
 	return nil

@@ -50,6 +50,7 @@ func (w *Worker) runJob(ctx context.Context, stop context.CancelCauseFunc, job c
 		RunID:   job.RunID,
 		Image:   job.Image,
 		Command: job.Command,
+		Args:    job.Args,
 		Stdin:   job.Stdin,
 		Env:     job.Env,
 		Limits:  job.Limits,

@@ -190,6 +190,19 @@ func TestRunHelloWorld(t *testing.T) {
 		wantOutput(t, rec, "from stdin\n", "")
 	})
 
+	t.Run("args follow the spec's command", func(t *testing.T) {
+		o, rec := run(t, e, executor.Spec{Command: sh(`echo "[$0] [$1]"`), Args: []string{"zero", "one two"}})
+		wantExit(t, o, executor.Exited, 0)
+		wantOutput(t, rec, "[zero] [one two]\n", "")
+	})
+
+	t.Run("args follow the image's own command when the spec has none", func(t *testing.T) {
+		// The demo image's command is sh: sh -c script zero.
+		o, rec := run(t, e, executor.Spec{Args: []string{"-c", `echo "[$0]"`, "zero"}})
+		wantExit(t, o, executor.Exited, 0)
+		wantOutput(t, rec, "[zero]\n", "")
+	})
+
 	t.Run("a command that does not exist", func(t *testing.T) {
 		o, rec := run(t, e, executor.Spec{Command: []string{"/no/such/program"}})
 		wantExit(t, o, executor.Exited, 127)

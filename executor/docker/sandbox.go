@@ -83,6 +83,7 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 	if len(argv) == 0 {
 		argv = img.command()
 	}
+	argv = append(slices.Clip(argv), spec.Args...)
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("prepare sandbox for run %s: neither the runtime nor its image names a command", spec.RunID)
 	}
