@@ -102,8 +102,8 @@ func (l *requestLog) flushFor(ctx context.Context, id string) {
 	defer l.writing.Unlock()
 }
 
-// flush writes every pending request, and at most once an hour forgets the
-// ones past requestRetention. The write is the log's, not the caller's: it
+// flush writes every pending request, and at most once an hour forgets what
+// has outlived its retention. The write is the log's, not the caller's: it
 // goes on when the caller's context ends (a reporter who hangs up), so that
 // others' requests are not lost with it. A batch that cannot be written is
 // tried again with the next, maxRequestWriteFailures times.
@@ -137,13 +137,29 @@ func (l *requestLog) flush(ctx context.Context) {
 	l.failures = 0
 	if now := l.svc.now(); now.Sub(l.lastForget) > time.Hour {
 		l.lastForget = now
-		err := l.db.InTx(ctx, func(tx *store.Tx) error {
-			_, err := tx.ForgetRequests(ctx, now.Add(-requestRetention))
+		l.forget(ctx, now)
+	}
+}
+
+// forget drops what has outlived its retention: requests too old to cite,
+// and idempotency keys too old to replay, of every handle (a handle drops its
+// own as it writes, but one that stopped writing would keep them).
+func (l *requestLog) forget(ctx context.Context, now time.Time) {
+	var requests, keys int64
+	err := l.db.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		if requests, err = tx.ForgetRequests(ctx, now.Add(-requestRetention)); err != nil {
 			return err
-		})
-		if err != nil {
-			log.WarnContext(ctx, "request log: forgetting old requests failed", "err", err)
 		}
+		keys, err = tx.ForgetIdempotentWrites(ctx, now.Add(-idempotencyRetention))
+		return err
+	})
+	if err != nil {
+		l.svc.log.WarnContext(ctx, "forgetting old requests and idempotency keys failed", "err", err)
+		return
+	}
+	if requests > 0 || keys > 0 {
+		l.svc.log.InfoContext(ctx, "forgot old requests and idempotency keys", "requests", requests, "idempotency_keys", keys)
 	}
 }
 

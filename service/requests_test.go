@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +42,60 @@ func TestRequestLogWritesEveryRecord(t *testing.T) {
 			}
 		}
 		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Writing the request log also forgets, at most hourly, requests too old to
+// cite and idempotency keys too old to replay, including those of a handle
+// that no longer writes.
+func TestRequestLogForgetsWhatOutlivedItsRetention(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t, testenv.SQLiteURL(t))
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	svc := service.New(db, service.Options{Now: func() time.Time { return now }})
+	idle := store.IdempotentWrite{Handle: "", UserID: "idle", Key: "k", Fingerprint: "fp", Claim: "c", CreatedAt: now.Add(-25 * time.Hour)}
+	recent := idle
+	recent.Key, recent.CreatedAt = "recent", now.Add(-23*time.Hour)
+	err := db.InTx(ctx, func(tx *store.Tx) error {
+		for _, w := range []store.IdempotentWrite{idle, recent} {
+			if _, ok, err := tx.ClaimIdempotentWrite(ctx, w, w.CreatedAt.Add(-24*time.Hour), w.CreatedAt); err != nil || !ok {
+				return fmt.Errorf("claim %s: claimed=%v, %w", w.Key, ok, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ancient := coderun.RequestRecord{ID: "req_" + ulid.Make().String(), UserID: "idle", Method: "GET", Route: "GET /healthz", Status: 200, At: now.Add(-31 * 24 * time.Hour)}
+	fresh := ancient
+	fresh.ID, fresh.At = "req_"+ulid.Make().String(), now
+	svc.RecordRequest(ancient)
+	svc.RecordRequest(fresh)
+	svc.FlushRequests(ctx)
+
+	err = db.Read(ctx, func(tx *store.Tx) error {
+		if _, err := tx.Request(ctx, ancient.ID); coderun.ErrorCode(err) != coderun.ERequestNotFound {
+			t.Errorf("a request past its retention: %v, want %s", err, coderun.ERequestNotFound)
+		}
+		if _, err := tx.Request(ctx, fresh.ID); err != nil {
+			t.Errorf("a fresh request: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What is left of the keys: only the recent one.
+	err = db.InTx(ctx, func(tx *store.Tx) error {
+		n, err := tx.ForgetIdempotentWrites(ctx, now)
+		if n != 1 {
+			t.Errorf("%d keys left after the flush, want 1 (the recent one)", n)
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -44,6 +44,7 @@ func TestStore(t *testing.T) {
 		{"concurrent writers all succeed", testConcurrentWriters},
 		{"migrating again changes nothing", testMigrateTwice},
 		{"an idempotency key is held by one attempt at a time", testIdempotencyClaims},
+		{"expired idempotency keys are forgotten across handles", testForgetIdempotentWrites},
 	}
 	for _, engine := range engines {
 		t.Run(engine.name, func(t *testing.T) {

@@ -145,3 +145,15 @@ func (tx *Tx) ReleaseIdempotentWrite(ctx context.Context, w IdempotentWrite) err
 	}
 	return nil
 }
+
+// ForgetIdempotentWrites drops the keys of every handle created before
+// before, answered or not; it returns how many. A handle's own keys are also
+// dropped as it claims one, but a handle that stops writing keeps its keys
+// until this runs.
+func (tx *Tx) ForgetIdempotentWrites(ctx context.Context, before time.Time) (int64, error) {
+	res, err := tx.exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < ?`, someTime(before))
+	if err != nil {
+		return 0, fmt.Errorf("forget idempotency keys: %w", err)
+	}
+	return res.RowsAffected()
+}

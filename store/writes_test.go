@@ -66,3 +66,47 @@ func testIdempotencyClaims(t *testing.T, db *store.DB) {
 		t.Fatal("a released key was not free")
 	}
 }
+
+// Keys past their retention are forgotten across handles, answered or in
+// flight; younger keys stay, and a forgotten key can be claimed afresh.
+func testForgetIdempotentWrites(t *testing.T, db *store.DB) {
+	old := store.IdempotentWrite{Handle: "", UserID: "alice", Key: "old", Fingerprint: "fp", Claim: "a"}
+	inFlight := old
+	inFlight.UserID, inFlight.Key = "bob", "in-flight"
+	young := old
+	young.Key = "young"
+	claimKey(t, db, old, at)
+	claimKey(t, db, inFlight, at)
+	claimKey(t, db, young, at.Add(2*time.Hour))
+	old.Status, old.Result = 201, []byte(`{}`)
+	inTx(t, db, func(tx *store.Tx) error { return tx.FinishIdempotentWrite(t.Context(), old) })
+
+	var n int64
+	inTx(t, db, func(tx *store.Tx) (err error) {
+		n, err = tx.ForgetIdempotentWrites(t.Context(), at.Add(time.Hour))
+		return err
+	})
+	if n != 2 {
+		t.Fatalf("forgot %d keys, want 2", n)
+	}
+	// Claimed with a retention long enough to keep anything still there.
+	claimAt := func(w store.IdempotentWrite) (store.IdempotentWrite, bool) {
+		var kept store.IdempotentWrite
+		var ok bool
+		inTx(t, db, func(tx *store.Tx) (err error) {
+			w.Claim, w.CreatedAt = "later", at.Add(3*time.Hour)
+			kept, ok, err = tx.ClaimIdempotentWrite(t.Context(), w, at.Add(-time.Hour), at.Add(-time.Hour))
+			return err
+		})
+		return kept, ok
+	}
+	if _, ok := claimAt(old); !ok {
+		t.Error("a forgotten answered key was not free")
+	}
+	if _, ok := claimAt(inFlight); !ok {
+		t.Error("a forgotten in-flight key was not free")
+	}
+	if kept, ok := claimAt(young); ok || kept.Claim != "a" {
+		t.Errorf("a young key was forgotten: claimed=%v kept=%+v", ok, kept)
+	}
+}
