@@ -33,32 +33,35 @@ func fields(n int, f func(i int) string) string {
 func TestShapeLimitsRefuseFloodsBeforeExecution(t *testing.T) {
 	e := newEnv(t, resolvers.Options{})
 	tests := []struct {
-		name, query, code, message string
+		name, query, code, limit, message string
 	}{
 		{"alias flood", `{ handle(handle: "acme") { ` + fields(30, func(i int) string { return "a" + strconv.Itoa(i) + ": id" }) + `} }`,
-			"ALIAS_LIMIT_EXCEEDED", "operation uses 30 aliases once its fragments are expanded, which exceeds the limit of 20"},
+			"COMPLEXITY_LIMIT_EXCEEDED", "aliases", "operation uses 30 aliases once its fragments are expanded, which exceeds the limit of 20"},
 		{"aliases spread through fragments", `{ handle(handle: "acme") { ...A ...B } }
 			fragment A on Handle { ` + fields(11, func(i int) string { return "a" + strconv.Itoa(i) + ": id" }) + `}
 			fragment B on Handle { ...A }`,
-			"ALIAS_LIMIT_EXCEEDED", "operation uses 22 aliases once its fragments are expanded, which exceeds the limit of 20"},
+			"COMPLEXITY_LIMIT_EXCEEDED", "aliases", "operation uses 22 aliases once its fragments are expanded, which exceeds the limit of 20"},
 		{"root fields", `{ ` + fields(10, func(i int) string { return "h" + strconv.Itoa(i) + `: handle(handle: "acme") { id }` }) + `}`,
-			"ROOT_FIELD_LIMIT_EXCEEDED", "operation selects 10 root fields, which exceeds the limit of 8"},
+			"COMPLEXITY_LIMIT_EXCEEDED", "rootFields", "operation selects 10 root fields, which exceeds the limit of 8"},
 		{"root __typename flood", `{ ` + fields(9, func(i int) string { return "t" + strconv.Itoa(i) + ": __typename" }) + `}`,
-			"ROOT_FIELD_LIMIT_EXCEEDED", "operation selects 9 root fields, which exceeds the limit of 8"},
+			"COMPLEXITY_LIMIT_EXCEEDED", "rootFields", "operation selects 9 root fields, which exceeds the limit of 8"},
 		{"directive flood", `{ handle(handle: "acme") { ` + fields(51, func(int) string { return "id @skip(if: false)" }) + `} }`,
-			"DIRECTIVE_LIMIT_EXCEEDED", "operation uses 51 directives once its fragments are expanded, which exceeds the limit of 50"},
+			"COMPLEXITY_LIMIT_EXCEEDED", "directives", "operation uses 51 directives once its fragments are expanded, which exceeds the limit of 50"},
 		{"deep", `{ handle(handle: "acme") { runtimes { edges { node { handle { runtimes { edges { node { handle { runtimes { edges { node { key } } } } } } } } } } } } }`,
-			"DEPTH_LIMIT_EXCEEDED", "operation has depth 13, which exceeds the limit of 10"},
+			"DEPTH_LIMIT_EXCEEDED", "depth", "operation has depth 13, which exceeds the limit of 10"},
 		{"token limit", `{ handle(handle: "acme") { ` + fields(resolvers.DefaultTokenLimit, func(int) string { return "id" }) + `} }`,
-			"GRAPHQL_PARSE_FAILED", "exceeded token limit of " + strconv.Itoa(resolvers.DefaultTokenLimit)},
+			"GRAPHQL_PARSE_FAILED", "", "exceeded token limit of " + strconv.Itoa(resolvers.DefaultTokenLimit)},
 		{"fragment cycle", `{ handle(handle: "acme") { ...A } } fragment A on Handle { id ...B } fragment B on Handle { ...A }`,
-			"GRAPHQL_VALIDATION_FAILED", `Cannot spread fragment "A" within itself via "B".`},
+			"GRAPHQL_VALIDATION_FAILED", "", `Cannot spread fragment "A" within itself via "B".`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := rejectedBeforeExecution(t, e.do("alice", tt.query, nil), tt.code)
 			if got.Message != tt.message {
 				t.Errorf("message = %q, want %q", got.Message, tt.message)
+			}
+			if limit, _ := got.Extensions["limit"].(string); limit != tt.limit {
+				t.Errorf("extensions.limit = %q, want %q", limit, tt.limit)
 			}
 			// The server is none the worse for it.
 			var ok struct{ Handle struct{ Handle string } }
@@ -169,7 +172,7 @@ func TestOperationsAreChargedByCost(t *testing.T) {
 	}
 
 	second, res := e.post("alice", costly)
-	got := onlyError(t, second, "RATE_LIMITED")
+	got := onlyError(t, second, "rate_limited")
 	if second.status != http.StatusTooManyRequests || len(second.Data) != 0 && string(second.Data) != "null" {
 		t.Errorf("second: status %d, data %s; want 429 and no data", second.status, second.Data)
 	}
@@ -199,7 +202,7 @@ func TestOperationsAreChargedByCost(t *testing.T) {
 func TestOperationOverTheWholeQuotaIsRefused(t *testing.T) {
 	e := edgeEnv(t, rest.Rate{PerSecond: 1, Burst: 50}, 0)
 	r, _ := e.post("alice", `{ handle(handle: "acme") { runtimes(first: 20) { edges { node { key } } } } }`)
-	got := onlyError(t, r, "RATE_LIMITED")
+	got := onlyError(t, r, "rate_limited")
 	if got.Message != "operation costs 62: a cost of 62 is more than the graphql quota of 50 allows at once" {
 		t.Errorf("message = %q", got.Message)
 	}

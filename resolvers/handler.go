@@ -46,7 +46,7 @@ type Options struct {
 	// the first one over (default DefaultTokenLimit).
 	TokenLimit int
 	// Charge, when set, charges the caller by an operation's complexity before
-	// it runs; an error refuses the operation with RATE_LIMITED.
+	// it runs; an error refuses the operation with rate_limited.
 	Charge func(ctx context.Context, cost int) error
 	// AllowedOrigins may open websockets from a browser ("https://app.example",
 	// or "*"); empty allows only the server's own origin.

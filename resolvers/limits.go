@@ -16,21 +16,32 @@ import (
 	"github.com/gharart/coderun"
 )
 
-// Error codes of the cost limits. gqlgen's complexity extension sets the
-// first; shapeLimit below uses both the same way.
+// Error codes of the cost limits, as CONTRACT.md names them: an operation
+// too deep is DEPTH_LIMIT_EXCEEDED; one too big in any other way (fields,
+// aliases, root fields, directives, or the complexity gqlgen's extension
+// computes) is COMPLEXITY_LIMIT_EXCEEDED, and shapeLimit says which in
+// extensions.limit.
 const (
 	codeComplexityLimit = "COMPLEXITY_LIMIT_EXCEEDED"
 	codeDepthLimit      = "DEPTH_LIMIT_EXCEEDED"
-	codeAliasLimit      = "ALIAS_LIMIT_EXCEEDED"
-	codeRootFieldLimit  = "ROOT_FIELD_LIMIT_EXCEEDED"
-	codeDirectiveLimit  = "DIRECTIVE_LIMIT_EXCEEDED"
+)
+
+// The limits shapeLimit names in extensions.limit.
+const (
+	limitDepth      = "depth"
+	limitFields     = "fields"
+	limitAliases    = "aliases"
+	limitRootFields = "rootFields"
+	limitDirectives = "directives"
 )
 
 func init() {
 	// A query over a cost limit is a bad request, like one that fails
 	// validation: HTTP 422 and a websocket "error" message rather than a 200
-	// with errors. gqlgen keeps this table globally, so it is filled once here.
-	for _, code := range []string{codeComplexityLimit, codeDepthLimit, codeAliasLimit, codeRootFieldLimit, codeDirectiveLimit, codeRateLimited} {
+	// with errors; one over its caller's quota is HTTP 429 (the edge turns
+	// this kind of refusal into it). gqlgen keeps this table globally, so it
+	// is filled once here.
+	for _, code := range []string{codeComplexityLimit, codeDepthLimit, codeRateLimited} {
 		errcode.RegisterErrorType(code, errcode.KindProtocol)
 	}
 }
@@ -80,23 +91,24 @@ func (l shapeLimit) MutateOperationContext(_ context.Context, opCtx *graphql.Ope
 	w := shapeWalker{fragments: map[string]shape{}}
 	s := w.selectionSet(opCtx.Operation.SelectionSet)
 	s.directives = saturatingAdd(s.directives, len(opCtx.Operation.Directives))
+	refuse := func(code, limit, format string, args ...any) *gqlerror.Error {
+		err := gqlerror.Errorf(format, args...)
+		errcode.Set(err, code)
+		err.Extensions["limit"] = limit
+		return err
+	}
 	var err *gqlerror.Error
 	switch {
 	case s.depth > l.maxDepth:
-		err = gqlerror.Errorf("operation has depth %d, which exceeds the limit of %d", s.depth, l.maxDepth)
-		errcode.Set(err, codeDepthLimit)
+		err = refuse(codeDepthLimit, limitDepth, "operation has depth %d, which exceeds the limit of %d", s.depth, l.maxDepth)
 	case s.roots > l.maxRootFields:
-		err = gqlerror.Errorf("operation selects %d root fields, which exceeds the limit of %d", s.roots, l.maxRootFields)
-		errcode.Set(err, codeRootFieldLimit)
+		err = refuse(codeComplexityLimit, limitRootFields, "operation selects %d root fields, which exceeds the limit of %d", s.roots, l.maxRootFields)
 	case s.aliases > l.maxAliases:
-		err = gqlerror.Errorf("operation uses %s aliases once its fragments are expanded, which exceeds the limit of %d", count(s.aliases), l.maxAliases)
-		errcode.Set(err, codeAliasLimit)
+		err = refuse(codeComplexityLimit, limitAliases, "operation uses %s aliases once its fragments are expanded, which exceeds the limit of %d", count(s.aliases), l.maxAliases)
 	case s.directives > l.maxDirectives:
-		err = gqlerror.Errorf("operation uses %s directives once its fragments are expanded, which exceeds the limit of %d", count(s.directives), l.maxDirectives)
-		errcode.Set(err, codeDirectiveLimit)
+		err = refuse(codeComplexityLimit, limitDirectives, "operation uses %s directives once its fragments are expanded, which exceeds the limit of %d", count(s.directives), l.maxDirectives)
 	case s.fields > l.maxFields:
-		err = gqlerror.Errorf("operation selects more than %d fields once its fragments are expanded, so its complexity exceeds the limit of %d", l.maxFields, l.maxFields)
-		errcode.Set(err, codeComplexityLimit)
+		err = refuse(codeComplexityLimit, limitFields, "operation selects more than %d fields once its fragments are expanded, so its complexity exceeds the limit of %d", l.maxFields, l.maxFields)
 	}
 	return err
 }
@@ -187,8 +199,8 @@ func saturatingAdd(a, b int) int {
 }
 
 // codeRateLimited refuses an operation that costs more than its caller's
-// bucket holds.
-const codeRateLimited = "RATE_LIMITED"
+// bucket holds: the same code as any other request over a throttle.
+const codeRateLimited = coderun.ERateLimited
 
 // costCharge charges the caller, before any resolver runs, by the operation's
 // complexity as gqlgen's complexity extension computed it (it must run after
