@@ -258,13 +258,27 @@ func TestRunsEndToEnd(t *testing.T) {
 		t.Run("cancel a running run", func(t *testing.T) {
 			id := s.submit(map[string]any{"code": "echo started; sleep 30"})
 			s.waitStatus(id, coderun.RunRunning)
-			r := s.do("POST", "/v2/handles/acme/code-runs/"+id+"/cancel", s.tok, nil)
-			if r.status != 202 {
-				t.Fatalf("cancel: %d %s", r.status, r.body)
+			cancel := func() response {
+				t.Helper()
+				r, err := s.send("POST", "/v2/handles/acme/code-runs/"+id+"/cancel", s.tok, nil, withKey("cancel-"+id))
+				if err != nil || r.status != 202 {
+					t.Fatalf("cancel: %v %d %s", err, r.status, r.body)
+				}
+				return r
+			}
+			first := cancel()
+			// The answer waited for the run to stop.
+			if run := first.json(t); run["status"] != "cancelled" || transitions(run) != "queued,starting,running,cancelled" {
+				t.Fatalf("the cancel's answer: %v", run)
 			}
 			run := s.wait(id)
 			if run["status"] != "cancelled" || transitions(run) != "queued,starting,running,cancelled" {
 				t.Fatalf("run %v", run)
+			}
+			// A retry gets that answer again, not the run as the cancel's
+			// transaction left it (running, with a cancel requested).
+			if again := cancel(); again.header.Get("Idempotent-Replayed") != "true" || string(again.body) != string(first.body) {
+				t.Fatalf("replayed cancel: %q %s, want %s", again.header.Get("Idempotent-Replayed"), again.body, first.body)
 			}
 			if r := s.do("POST", "/v2/handles/acme/code-runs/"+id+"/cancel", s.tok, nil); r.status != 202 {
 				t.Fatalf("a repeated cancel: %d %s", r.status, r.body)

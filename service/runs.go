@@ -345,30 +345,36 @@ func (s *Service) Output(ctx context.Context, handle, runID string, afterSeq int
 const cancelWait = 5 * time.Second
 
 // CancelRun stops a run: a queued one is cancelled at once; a starting or
-// running one is killed by its worker and then cancelled. Cancelling again is
-// harmless; cancelling a finished run is a conflict. replayed reports an answer
-// repeated for idem rather than a new cancel.
+// running one is killed by its worker and then cancelled, and the answer
+// waits (up to cancelWait) to show it so. Cancelling again is harmless;
+// cancelling a finished run is a conflict. replayed reports an answer
+// repeated for idem rather than a new cancel: the run as the first answer
+// showed it.
 func (s *Service) CancelRun(ctx context.Context, handle, runID string, idem IdempotencyKey) (run coderun.Run, replayed bool, err error) {
 	w := write{handle: handle, scope: coderun.ScopeRunsWrite, role: coderun.RoleDeveloper, key: idem, op: "CancelRun", input: struct {
 		RunID string `json:"runId"`
 	}{runID}}
-	replayed, _, err = s.commit(ctx, w, &run, func(tx *store.Tx) (outcome, error) {
+	replayed, _, err = s.commitThen(ctx, w, &run, func(tx *store.Tx) (outcome, error) {
 		var err error
 		run, err = s.cancelRun(ctx, tx, handle, runID)
 		return outcomeAccepted, err
+	}, func(ctx context.Context) {
+		if run.Status.Terminal() {
+			s.published(runID)
+			return
+		}
+		if s.opts.Runs != nil {
+			s.opts.Runs.CancelRequested(runID)
+		}
+		// The caller may have gone: then the answer kept is the run when
+		// the wait ends, all the same.
+		if stopped, err := s.awaitTerminal(ctx, handle, runID, cancelWait); err == nil {
+			run = stopped
+		} else {
+			s.log.WarnContext(ctx, "cancel: read the run back", "run", runID, "err", err)
+		}
 	})
-	if err != nil || replayed {
-		return run, replayed, err
-	}
-	if run.Status.Terminal() {
-		s.published(runID)
-		return run, false, nil
-	}
-	if s.opts.Runs != nil {
-		s.opts.Runs.CancelRequested(runID)
-	}
-	run, err = s.awaitTerminal(ctx, handle, runID, cancelWait)
-	return run, false, err
+	return run, replayed, err
 }
 
 // cancelRun is CancelRun's write.

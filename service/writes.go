@@ -176,6 +176,52 @@ func (s *Service) commit(ctx context.Context, w write, result any, do func(tx *s
 	return false, o, err
 }
 
+// commitThen is commit for a write whose answer is only known some time after
+// its transaction (a cancel waits for its run to stop): the write commits
+// with its key still in flight, so that a retry meanwhile is told to come
+// back (409 idempotency_key_in_use), then then finishes result, and that is
+// the answer kept under the key. A retry gets what the first caller got, not
+// the state the transaction left. If the process dies before the answer is
+// kept, a retry takes the key over after its lease and writes again, which
+// such a write must allow.
+func (s *Service) commitThen(ctx context.Context, w write, result any, do func(tx *store.Tx) (outcome, error), then func(ctx context.Context)) (replayed bool, o outcome, err error) {
+	c, replayed, o, err := s.begin(ctx, w, result)
+	if err != nil || replayed {
+		return replayed, o, err
+	}
+	if o, err = s.commitHeld(ctx, w, c, result, do); err != nil {
+		return false, 0, err
+	}
+	// The write is made: its answer is kept even if the caller hangs up.
+	ctx = context.WithoutCancel(ctx)
+	then(ctx)
+	if c != nil {
+		s.keepAnswer(ctx, w, c, o, result)
+	}
+	return false, o, nil
+}
+
+// commitHeld makes w in one transaction without keeping its answer; c stays
+// in flight if it succeeds, and is released if it fails.
+func (s *Service) commitHeld(ctx context.Context, w write, c *claim, result any, do func(tx *store.Tx) (outcome, error)) (o outcome, err error) {
+	defer s.settle(ctx, c, &err)
+	return s.finish(ctx, w, nil, result, do)
+}
+
+// keepAnswer keeps result, answered with o, under c's key. If it cannot, the
+// key stays in flight until its lease lapses.
+func (s *Service) keepAnswer(ctx context.Context, w write, c *claim, o outcome, result any) {
+	b, err := json.Marshal(result)
+	if err == nil {
+		answered := *c
+		answered.Status, answered.Result = int(o), b
+		err = s.db.InTx(ctx, func(tx *store.Tx) error { return tx.FinishIdempotentWrite(ctx, answered) })
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "keep the answer of "+w.op, "handle", c.Handle, "user", c.UserID, "err", err)
+	}
+}
+
 // settle, deferred by the attempt holding c, releases c when the attempt
 // failed, with an error or a panic.
 func (s *Service) settle(ctx context.Context, c *claim, err *error) {
