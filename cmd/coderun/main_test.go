@@ -242,6 +242,7 @@ func TestCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"token", "jwt"}, "token jwt --sub USER"},
 		{[]string{"serve", "--worker-slots", "many"}, "invalid value"},
 		{[]string{"serve", "--trusted-proxies", "10.0.0.0/8,lb"}, `"lb" is not an address or CIDR`},
+		{[]string{"worker"}, "only through PostgreSQL"},
 	} {
 		stdout, stderr, err := in.run(c.args...)
 		if err == nil {

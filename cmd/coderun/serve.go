@@ -139,7 +139,7 @@ func work(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: a worker needs at least one slot (CODERUN_WORKER_SLOTS)", errUsage)
 	}
 	if db.Dialect() != "postgres" {
-		log.Warn("a separate worker shares runs only through PostgreSQL; on SQLite, serve runs its own worker")
+		return fmt.Errorf("%w: a separate worker shares runs with serve only through PostgreSQL (CODERUN_DATABASE_URL=postgres://…); on SQLite, serve runs its own worker (CODERUN_WORKER_SLOTS)", errUsage)
 	}
 	if err := engine.Ping(ctx); err != nil {
 		return fmt.Errorf("the container engine is not reachable: %w", err)
