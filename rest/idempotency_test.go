@@ -340,3 +340,48 @@ func TestIdempotencyKeyInFlight(t *testing.T) {
 		}
 	})
 }
+
+// Image checks are the costly writes: a handle checks at most two images at
+// once (a third is 429 rate_limited until one is done), and a handle out of
+// writes for today is refused before its image is checked at all.
+func TestImageChecksAreBounded(t *testing.T) {
+	g := gatedChecker{entered: make(chan struct{}, 4), gate: make(chan struct{})}
+	s := newStack(t, testenv.SQLiteURL(t), g)
+	if _, err := s.svc.CreateHandle(context.Background(), "acme", "alice", 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	tok := s.userJWT("alice")
+	for _, key := range []string{"a", "b", "c"} {
+		if r := s.do("PUT", "/v2/handles/acme/code-runtimes/"+key, tok, runtimeBody("busybox", aDigest)); r.status != http.StatusCreated {
+			t.Fatalf("put %s: %d %s", key, r.status, r.body)
+		}
+	}
+	validate := func(key string) response {
+		return s.do("POST", "/v2/handles/acme/code-runtimes/"+key+"/validate-image", tok, nil)
+	}
+	done := make(chan response, 2)
+	for _, key := range []string{"a", "b"} {
+		go func() { done <- validate(key) }()
+		<-g.entered
+	}
+	r := expectProblem(t, validate("c"), http.StatusTooManyRequests, "rate_limited")
+	if r["retryAfter"] != float64(5) {
+		t.Errorf("retryAfter %v, want 5", r["retryAfter"])
+	}
+	close(g.gate)
+	for range 2 {
+		if r := <-done; r.status != http.StatusOK {
+			t.Fatalf("a check: %d %s", r.status, r.body)
+		}
+	}
+	// Three PUTs and two checks: the day's five writes are made.
+	expectProblem(t, validate("c"), http.StatusTooManyRequests, "daily_write_limit_reached")
+	select {
+	case <-g.entered:
+		t.Fatal("an image was checked for a handle out of writes")
+	default:
+	}
+	if got := s.dailyWritesUsed(tok, "acme"); got != 5 {
+		t.Fatalf("daily writes used %d, want 5", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"path"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -113,8 +114,17 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 		return rt, replayed, err
 	}
 	defer s.settle(ctx, c, &err)
+	// The check is the costly part: a handle out of writes for today, or
+	// already checking as many images as it may at once, does not start one.
 	err = s.db.Read(ctx, func(tx *store.Tx) error {
 		if _, err := authorize(ctx, tx, handle, w.scope, w.role); err != nil {
+			return err
+		}
+		h, err := tx.GetHandle(ctx, handle)
+		if err != nil {
+			return err
+		}
+		if err := dailyWriteLeft(ctx, tx, h, s.now()); err != nil {
 			return err
 		}
 		rt, err = tx.GetRuntime(ctx, handle, key)
@@ -123,6 +133,11 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 	if err != nil {
 		return rt, false, err
 	}
+	done, err := s.checks.start(handle)
+	if err != nil {
+		return rt, false, err
+	}
+	defer done()
 	if !imageAllowed(s.opts.ImagePrefixes, handle, rt.Image) {
 		return rt, false, coderun.Errorf(coderun.EConflict,
 			"runtime %q uses %s, which this server does not run (only images under %s)", key, rt.Image, strings.Join(s.opts.ImagePrefixes, ", "))
@@ -160,6 +175,39 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 		return outcomeOK, err
 	})
 	return rt, false, err
+}
+
+// maxImageChecksPerHandle is how many image checks one handle may have
+// running at once in one process: each may pull an image for minutes.
+const maxImageChecksPerHandle = 2
+
+// imageChecks counts the image checks running per handle.
+type imageChecks struct {
+	mu      sync.Mutex
+	running map[string]int
+}
+
+// start counts a check of handle's, or refuses it with ERateLimited when
+// the handle has maxImageChecksPerHandle running; done ends it.
+func (c *imageChecks) start(handle string) (done func(), err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running[handle] >= maxImageChecksPerHandle {
+		e := coderun.Errorf(coderun.ERateLimited, "handle %q is checking %d images already; try again when one is done", handle, maxImageChecksPerHandle)
+		e.RetryAfter = 5 * time.Second
+		return nil, e
+	}
+	if c.running == nil {
+		c.running = map[string]int{}
+	}
+	c.running[handle]++
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.running[handle]--; c.running[handle] == 0 {
+			delete(c.running, handle)
+		}
+	}, nil
 }
 
 // validationLease is how long an image check may hold its idempotency key

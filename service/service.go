@@ -57,6 +57,8 @@ type Service struct {
 	now    func() time.Time
 	// requests is the request log, which support reports cite.
 	requests requestLog
+	// checks counts the image checks in progress.
+	checks imageChecks
 }
 
 // New returns a Service over db.

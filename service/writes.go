@@ -176,6 +176,24 @@ func (s *Service) commit(ctx context.Context, w write, result any, do func(tx *s
 	return false, o, err
 }
 
+// dailyWriteLeft returns an EDailyWriteLimit unless h may make one more
+// write on the UTC day of now.
+func dailyWriteLeft(ctx context.Context, tx *store.Tx, h coderun.Handle, now time.Time) error {
+	used, err := tx.DailyWrites(ctx, h.Name, now)
+	if err != nil {
+		return err
+	}
+	if used < h.DailyWriteLimit {
+		return nil
+	}
+	reset := nextUTCMidnight(now)
+	e := coderun.Errorf(coderun.EDailyWriteLimit, "handle %q made its %d writes for today; the count resets at %s",
+		h.Name, h.DailyWriteLimit, reset.Format(time.RFC3339))
+	e.RetryAfter = reset.Sub(now)
+	e.Details = map[string]any{"limit": h.DailyWriteLimit, "resetAt": reset}
+	return e
+}
+
 // commitThen is commit for a write whose answer is only known some time after
 // its transaction (a cancel waits for its run to stop): the write commits
 // with its key still in flight, so that a retry meanwhile is told to come
@@ -260,17 +278,8 @@ func (s *Service) accept(ctx context.Context, tx *store.Tx, p *coderun.Principal
 		if err != nil {
 			return 0, err
 		}
-		used, err := tx.DailyWrites(ctx, w.handle, now)
-		if err != nil {
+		if err := dailyWriteLeft(ctx, tx, h, now); err != nil {
 			return 0, err
-		}
-		if used >= h.DailyWriteLimit {
-			reset := nextUTCMidnight(now)
-			e := coderun.Errorf(coderun.EDailyWriteLimit, "handle %q made its %d writes for today; the count resets at %s",
-				w.handle, h.DailyWriteLimit, reset.Format(time.RFC3339))
-			e.RetryAfter = reset.Sub(now)
-			e.Details = map[string]any{"limit": h.DailyWriteLimit, "resetAt": reset}
-			return 0, e
 		}
 	}
 	if o, err = do(); err != nil {
