@@ -135,6 +135,14 @@ fragment TypeRef on __Type {
 // GraphQL operations by cost to a bucket of graphql per caller.
 func edgeEnv(t *testing.T, graphql rest.Rate, maxBody int64) *env {
 	t.Helper()
+	throttles := rest.DefaultThrottles
+	throttles.GraphQL = graphql
+	return edgeEnvWith(t, throttles, maxBody)
+}
+
+// edgeEnvWith is edgeEnv with every throttle given.
+func edgeEnvWith(t *testing.T, throttles rest.Throttles, maxBody int64) *env {
+	t.Helper()
 	db := openDB(t)
 	logs := &testenv.LogBuffer{}
 	e := &env{t: t, db: db, logs: logs}
@@ -143,15 +151,18 @@ func edgeEnv(t *testing.T, graphql rest.Rate, maxBody int64) *env {
 	// The requests served are written before the database closes.
 	t.Cleanup(func() { svc.FlushRequests(context.Background()) })
 	authn := newAuthenticator(svc)
-	throttles := rest.DefaultThrottles
-	throttles.GraphQL = graphql
 	e.srv = httptest.NewServer(rest.New(rest.Options{
 		Service:       svc,
 		Authenticator: authn,
-		GraphQL:       resolvers.NewHandler(svc, resolvers.Options{Authenticate: rest.GuardAuthentication(authn.Authenticate), Charge: rest.Charge, Logger: log}),
-		Throttles:     &throttles,
-		MaxBodyBytes:  maxBody,
-		Logger:        log,
+		GraphQL: resolvers.NewHandler(svc, resolvers.Options{
+			Authenticate: rest.GuardAuthentication(authn.Authenticate),
+			Charge:       rest.Charge,
+			ChargeWrites: rest.ChargeWrites,
+			Logger:       log,
+		}),
+		Throttles:    &throttles,
+		MaxBodyBytes: maxBody,
+		Logger:       log,
 	}))
 	t.Cleanup(e.srv.Close)
 	e.endpoint = e.srv.URL + "/graphql"
@@ -268,5 +279,54 @@ func TestHugeBodiesAreRefused(t *testing.T) {
 	e.data("alice", `{ handle(handle: "acme") { handle } }`, nil, &ok)
 	if ok.Handle.Handle != "acme" {
 		t.Errorf("a normal query after: %+v", ok)
+	}
+}
+
+// A mutation is charged its writes, one per mutation field, to its caller's
+// bucket of writes at the write rate, as REST charges each PUT and POST:
+// aliasing mutations into one operation does not get round the write
+// throttle.
+func TestMutationsAreChargedAsWrites(t *testing.T) {
+	throttles := rest.DefaultThrottles
+	throttles.Write = rest.Rate{PerSecond: 0.01, Burst: 5}
+	e := edgeEnvWith(t, throttles, 0)
+	puts := func(keys ...string) string {
+		var b strings.Builder
+		b.WriteString("mutation { ")
+		for _, k := range keys {
+			fmt.Fprintf(&b, `%s: putCodeRuntime(handle: "acme", key: %q, input: {image: "example/ruby", digest: %q}) { key } `, k, k, digestA)
+		}
+		return b.String() + "}"
+	}
+	if r, _ := e.post("alice", puts("a", "b", "c")); r.status != http.StatusOK || len(r.Errors) > 0 {
+		t.Fatalf("three writes: %d %+v", r.status, r.Errors)
+	}
+	r, res := e.post("alice", puts("d", "e", "f"))
+	got := onlyError(t, r, "rate_limited")
+	if r.status != http.StatusTooManyRequests || !strings.HasPrefix(got.Message, "operation makes 3 writes: ") {
+		t.Errorf("three more writes: %d %q; want 429, refused for its writes", r.status, got.Message)
+	}
+	retry := res.Header.Get("Retry-After")
+	if !strings.HasPrefix(res.Header.Get("RateLimit-Policy"), `"write";q=5;`) || retry == "" || !strings.HasSuffix(res.Header.Get("RateLimit"), ";t="+retry) {
+		t.Errorf("headers: RateLimit-Policy %q, RateLimit %q, Retry-After %q", res.Header.Get("RateLimit-Policy"), res.Header.Get("RateLimit"), retry)
+	}
+	// Nothing of the refused operation was written; what is left fits.
+	var page struct {
+		Handle struct {
+			Runtimes struct {
+				Edges []struct{ Node struct{ Key string } }
+			}
+		}
+	}
+	e.data("alice", `{ handle(handle: "acme") { runtimes { edges { node { key } } } } }`, nil, &page)
+	if n := len(page.Handle.Runtimes.Edges); n != 3 {
+		t.Errorf("%d runtimes after the refusal, want 3", n)
+	}
+	if r, _ := e.post("alice", puts("d", "e")); r.status != http.StatusOK || len(r.Errors) > 0 {
+		t.Fatalf("two writes: %d %+v", r.status, r.Errors)
+	}
+	// Another caller's writes are charged to their own bucket.
+	if r, _ := e.post("mallory", strings.ReplaceAll(puts("a"), "acme", "globex")); r.status != http.StatusOK || len(r.Errors) > 0 {
+		t.Fatalf("mallory: %d %+v", r.status, r.Errors)
 	}
 }

@@ -205,9 +205,11 @@ const codeRateLimited = coderun.ERateLimited
 // costCharge charges the caller, before any resolver runs, by the operation's
 // complexity as gqlgen's complexity extension computed it (it must run after
 // that extension): a query that asks for much costs as much as many that ask
-// for little.
+// for little. A mutation is charged its writes too, one per mutation field,
+// as the REST routes charge one per write.
 type costCharge struct {
-	charge func(ctx context.Context, cost int) error
+	charge       func(ctx context.Context, cost int) error
+	chargeWrites func(ctx context.Context, writes int) error
 }
 
 var _ interface {
@@ -220,18 +222,34 @@ func (costCharge) ExtensionName() string { return "CostCharge" }
 func (costCharge) Validate(graphql.ExecutableSchema) error { return nil }
 
 func (c costCharge) MutateOperationContext(ctx context.Context, opCtx *graphql.OperationContext) *gqlerror.Error {
+	if opCtx.Operation.Operation == ast.Mutation && c.chargeWrites != nil {
+		writes := 0
+		for _, f := range graphql.CollectFields(opCtx, opCtx.Operation.SelectionSet, []string{"Mutation"}) {
+			if !strings.HasPrefix(f.Name, "__") {
+				writes++
+			}
+		}
+		if err := c.chargeWrites(ctx, writes); err != nil {
+			return rateLimited(fmt.Sprintf("operation makes %d writes", writes), err)
+		}
+	}
 	stats, _ := opCtx.Stats.GetExtension(extension.ComplexityLimit{}.ExtensionName()).(*extension.ComplexityStats)
-	if stats == nil {
+	if stats == nil || c.charge == nil {
 		return nil
 	}
-	err := c.charge(ctx, stats.Complexity)
-	if err == nil {
-		return nil
+	if err := c.charge(ctx, stats.Complexity); err != nil {
+		return rateLimited(fmt.Sprintf("operation costs %d", stats.Complexity), err)
 	}
-	gqlErr := gqlerror.Errorf("operation costs %d: %v", stats.Complexity, err)
+	return nil
+}
+
+// rateLimited refuses an operation, what with its cost, over its caller's
+// quota: err says how, and when to come back.
+func rateLimited(what string, err error) *gqlerror.Error {
+	gqlErr := gqlerror.Errorf("%s: %v", what, err)
 	errcode.Set(gqlErr, codeRateLimited)
 	if e := coderun.AsError(err); e != nil {
-		gqlErr.Message = fmt.Sprintf("operation costs %d: %s", stats.Complexity, e.Message)
+		gqlErr.Message = what + ": " + e.Message
 		if e.RetryAfter > 0 {
 			gqlErr.Extensions["retryAfter"] = int(math.Ceil(e.RetryAfter.Seconds()))
 		}

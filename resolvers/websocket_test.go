@@ -262,7 +262,7 @@ func TestWebsocketTokenGuessesAreThrottled(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
-		send(t, conn, wsMessage{Type: "connection_init", Payload: payload(t, map[string]string{"Authorization": "Bearer " + token})})
+		send(t, conn, wsMessage{Type: "connection_init", Payload: payload(t, map[string]string{"Authorization": token})})
 		if token == e.jwt("alice") {
 			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 			var m wsMessage
@@ -273,7 +273,7 @@ func TestWebsocketTokenGuessesAreThrottled(t *testing.T) {
 		return closeError(t, conn)
 	}
 	for i := range rest.DefaultThrottles.AuthFailure.Burst {
-		if ce := init(fmt.Sprint("guess-", i)); ce == nil || ce.Code != 4403 {
+		if ce := init(fmt.Sprint("Bearer guess-", i)); ce == nil || ce.Code != 4403 {
 			t.Fatalf("guess %d: %v, want 4403", i, ce)
 		}
 	}
@@ -311,5 +311,44 @@ func TestWebsocketOperationsNeedATokenStillValid(t *testing.T) {
 	m := next(t, conn)
 	if m.Type != "next" || !strings.Contains(string(m.Payload), `"code":"unauthenticated"`) || strings.Contains(string(m.Payload), `"handle":"acme"`) {
 		t.Fatalf("after revocation: %s %s", m.Type, m.Payload)
+	}
+}
+
+// A websocket signs in after it opens (the token comes in connection_init):
+// its operations are charged to that user, not to the address it came from,
+// which other users may share.
+func TestWebsocketOperationsAreChargedToTheirUser(t *testing.T) {
+	e := edgeEnv(t, rest.Rate{PerSecond: 0.01, Burst: 20}, 0)
+	open := func(user string) *websocket.Conn {
+		conn, _, err := e.dial("graphql-transport-ws", nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		send(t, conn, wsMessage{Type: "connection_init", Payload: payload(t, map[string]string{"Authorization": e.jwt(user)})})
+		expect(t, conn, "connection_ack")
+		return conn
+	}
+	query := func(conn *websocket.Conn, id, handle string) wsMessage {
+		send(t, conn, wsMessage{ID: id, Type: "subscribe", Payload: payload(t, map[string]string{"query": `{ handle(handle: "` + handle + `") { handle } }`})})
+		return next(t, conn)
+	}
+	alice, mallory := open("alice"), open("mallory")
+	refused := false
+	for i := range 20 {
+		m := query(alice, fmt.Sprint(i), "acme")
+		if m.Type == "error" {
+			if !strings.Contains(string(m.Payload), `"code":"rate_limited"`) {
+				t.Fatalf("alice's operation %d: %s", i, m.Payload)
+			}
+			refused = true
+			break
+		}
+		expect(t, alice, "complete")
+	}
+	if !refused {
+		t.Fatal("alice was never refused")
+	}
+	if m := query(mallory, "1", "globex"); m.Type != "next" || !strings.Contains(string(m.Payload), `"handle":"globex"`) {
+		t.Fatalf("mallory, from the same address: %s %s", m.Type, m.Payload)
 	}
 }

@@ -190,7 +190,7 @@ func withThrottle(th *throttle, next http.Handler) http.Handler {
 			return
 		}
 		if class == "graphql" {
-			c := &charger{th: th, class: class, caller: caller, rate: rt}
+			c := &charger{th: th, class: class, route: infoOf(r).route, addr: clientAddr(r), rate: rt}
 			// A websocket's operations run after the upgrade, when headers
 			// can no longer be sent, and may run at once.
 			if !isWebsocketUpgrade(r) {
@@ -205,13 +205,36 @@ func withThrottle(th *throttle, next http.Handler) http.Handler {
 
 // charger charges one request's caller more once the request's cost is known.
 type charger struct {
-	th     *throttle
-	class  string
-	caller string
-	rate   Rate
-	header http.Header // of the response, while it can still be sent
+	th    *throttle
+	class string
+	route string
+	addr  string // the client's address
+	rate  Rate
+	// header is the response's, while it can still be sent.
+	header http.Header
 	// refused is set when the operation was refused for its cost.
 	refused atomic.Bool
+}
+
+// caller is who an operation is charged to: its user, else its client's
+// address. It is asked of each operation, not of the request: a websocket is
+// opened before its caller signs in (the token comes in connection_init), and
+// its operations are then charged to that user, not to an address others may
+// share.
+func (c *charger) caller(ctx context.Context) string {
+	if p := coderun.PrincipalFromContext(ctx); p != nil {
+		return c.route + " user:" + p.UserID
+	}
+	return c.route + " addr:" + c.addr
+}
+
+// refuse marks the request as refused over v, while its headers can be sent.
+func (c *charger) refuse(v verdict) {
+	if c.header != nil {
+		v.header(c.header)
+		c.refused.Store(true)
+		c.header.Set("Retry-After", strconv.Itoa(ceilSeconds(v.retryAfter)))
+	}
 }
 
 // refusable answers 429, not the 422 gqlgen gives every operation it refuses
@@ -244,24 +267,42 @@ func Charge(ctx context.Context, cost int) error {
 	if c == nil || cost <= 0 {
 		return nil
 	}
-	if cost > c.rate.Burst {
-		return coderun.Errorf(coderun.ERateLimited, "a cost of %d is more than the %s quota of %d allows at once", cost, c.class, c.rate.Burst)
-	}
-	v := c.th.charge(c.class, c.caller, c.rate, cost)
-	if !v.allowed && v.retryAfter == 0 {
-		// The bucket holds a token or more, only not cost of them.
-		v.retryAfter = seconds((float64(cost) - float64(v.remaining)) / c.rate.PerSecond)
-	}
-	if c.header != nil {
+	v, err := c.take(ctx, c.class, c.rate, cost)
+	if c.header != nil && err == nil {
 		v.header(c.header)
 	}
-	if v.allowed {
+	return err
+}
+
+// ChargeWrites charges the n writes a GraphQL operation makes (its mutation
+// fields) to its caller's bucket of writes at the write rate, as REST charges
+// each POST and PUT, so that writes cost the same whichever way they come.
+// It returns a rate_limited error, with RetryAfter, when the bucket holds
+// fewer than n; then nothing is taken. Outside a GraphQL request it does
+// nothing.
+func ChargeWrites(ctx context.Context, n int) error {
+	c, _ := ctx.Value(chargerKey{}).(*charger)
+	if c == nil || n <= 0 {
 		return nil
 	}
-	err := v.err()
-	if c.header != nil {
-		c.refused.Store(true)
-		c.header.Set("Retry-After", strconv.Itoa(ceilSeconds(v.retryAfter)))
-	}
+	_, err := c.take(ctx, "write", c.th.rates.Write, n)
 	return err
+}
+
+// take charges n tokens of class, at rate r, to the operation ctx belongs
+// to. A refusal is put in the response's headers, while they can be sent.
+func (c *charger) take(ctx context.Context, class string, r Rate, n int) (verdict, error) {
+	if n > r.Burst {
+		return verdict{}, coderun.Errorf(coderun.ERateLimited, "a cost of %d is more than the %s quota of %d allows at once", n, class, r.Burst)
+	}
+	v := c.th.charge(class, c.caller(ctx), r, n)
+	if v.allowed {
+		return v, nil
+	}
+	if v.retryAfter == 0 {
+		// The bucket holds a token or more, only not n of them.
+		v.retryAfter = seconds((float64(n) - float64(v.remaining)) / r.PerSecond)
+	}
+	c.refuse(v)
+	return v, v.err()
 }
