@@ -127,3 +127,48 @@ func TestOpenAPISchemasMatchObjects(t *testing.T) {
 		}
 	}
 }
+
+// The full output is streamed, chunk by chunk, yet reads exactly as the
+// fullOutput it stands for would encode: in utf8 with every character JSON
+// escapes, and in base64 over chunks whose lengths do not divide by 3.
+func TestFullOutputIsStreamedAsItWouldEncode(t *testing.T) {
+	exit := 3
+	for _, chunks := range [][]coderun.OutputChunk{
+		nil,
+		{{Seq: 1, Stream: coderun.Stdout, Data: []byte("hello\n")}},
+		{
+			{Seq: 1, Stream: coderun.Stdout, Data: []byte("quote \" backslash \\ <tag> & \x00\x01\x1f\t\n")},
+			{Seq: 2, Stream: coderun.Stderr, Data: []byte("naïve — ☃ \u2028 \u2029 😀")},
+			{Seq: 3, Stream: coderun.Stdout, Data: []byte("more\r\n")},
+		},
+		{
+			{Seq: 1, Stream: coderun.Stdout, Data: []byte{0xff, 0x00, 'a'}},
+			{Seq: 2, Stream: coderun.Stdout, Data: []byte("bc")},
+			{Seq: 3, Stream: coderun.Stderr, Data: []byte("x")},
+			{Seq: 4, Stream: coderun.Stdout, Data: []byte("defg")},
+		},
+	} {
+		encoding := coderun.OutputEncoding(chunks)
+		var stdout, stderr []byte
+		for _, c := range chunks {
+			if c.Stream == coderun.Stdout {
+				stdout = append(stdout, c.Data...)
+			} else {
+				stderr = append(stderr, c.Data...)
+			}
+		}
+		out := fullOutput{RunID: "run_1", Status: coderun.RunFailed, Complete: true, ExitCode: &exit, Encoding: encoding, Truncated: true, NextSeq: int64(len(chunks))}
+		want := out
+		want.Stdout, want.Stderr = coderun.EncodeText(stdout, encoding), coderun.EncodeText(stderr, encoding)
+		rec := httptest.NewRecorder()
+		writeJSON(rec, http.StatusOK, want)
+		got := httptest.NewRecorder()
+		writeFullOutput(got, out, chunks)
+		if got.Body.String() != rec.Body.String() {
+			t.Errorf("streamed:\n%s\nwant:\n%s", got.Body, rec.Body)
+		}
+		if got.Code != http.StatusOK || got.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("status %d, Content-Type %q", got.Code, got.Header().Get("Content-Type"))
+		}
+	}
+}

@@ -156,19 +156,10 @@ func (s *server) runOutput(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, page)
 		return
 	}
-	var stdout, stderr []byte
-	for _, c := range out.Chunks {
-		if c.Stream == coderun.Stdout {
-			stdout = append(stdout, c.Data...)
-		} else {
-			stderr = append(stderr, c.Data...)
-		}
-	}
-	writeJSON(w, http.StatusOK, fullOutput{
+	writeFullOutput(w, fullOutput{
 		RunID: out.Run.ID, Status: out.Run.Status, Complete: out.Complete, ExitCode: out.Run.ExitCode,
-		Stdout: encode(stdout), Stderr: encode(stderr), Encoding: encoding,
-		Truncated: out.Run.Output.Truncated, NextSeq: out.LastSeq,
-	})
+		Encoding: encoding, Truncated: out.Run.Output.Truncated, NextSeq: out.LastSeq,
+	}, out.Chunks)
 }
 
 func (s *server) cancelRun(w http.ResponseWriter, r *http.Request) {
