@@ -42,6 +42,7 @@ const (
 	ErrOutputLimitExceeded = "output_limit_exceeded"
 	ErrNonZeroExit         = "non_zero_exit"
 	ErrImageUnavailable    = "image_unavailable"
+	ErrImageUnsupported    = "image_unsupported"
 	ErrExecutorUnavailable = "executor_unavailable"
 	ErrWorkerLost          = "worker_lost"
 )

@@ -114,6 +114,9 @@ type Outcome struct {
 var (
 	// ErrImageUnavailable: the run's image is not on the engine.
 	ErrImageUnavailable = errors.New("image unavailable")
+	// ErrImageUnsupported: the run's image asks for something a sandbox
+	// cannot give it; the error's text says what, for the image's owner.
+	ErrImageUnsupported = errors.New("image unsupported")
 	// ErrUnavailable: the engine cannot be reached or failed.
 	ErrUnavailable = errors.New("executor unavailable")
 )

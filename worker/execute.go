@@ -146,9 +146,12 @@ func causeText(err error) string {
 // platformFailure is the result of a run the platform could not execute.
 func (w *Worker) platformFailure(err error, log *slog.Logger) store.RunResult {
 	r := store.RunResult{At: w.now(), Status: coderun.RunErrored}
-	if errors.Is(err, executor.ErrImageUnavailable) {
+	switch {
+	case errors.Is(err, executor.ErrImageUnavailable):
 		r.Error = &coderun.ErrorDetail{Code: coderun.ErrImageUnavailable, Message: "the runtime's image is not on the engine; validate the runtime again to pull it"}
-	} else {
+	case errors.Is(err, executor.ErrImageUnsupported):
+		r.Error = &coderun.ErrorDetail{Code: coderun.ErrImageUnsupported, Message: err.Error()}
+	default:
 		log.Error("the executor failed", "err", err)
 		r.Error = &coderun.ErrorDetail{Code: coderun.ErrExecutorUnavailable, Message: "the container engine could not run the program"}
 	}

@@ -721,13 +721,35 @@ func TestImageDefaultsInTheSandbox(t *testing.T) {
 	build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
 	build.Stdin = strings.NewReader("FROM " + base + "\nVOLUME /data\nENTRYPOINT [\"sh\", \"-c\"]\n" +
 		"HEALTHCHECK --interval=100ms CMD [\"touch\", \"/tmp/probed\"]\n" +
-		"CMD [\"echo from the image; grep ' /data ' /proc/mounts | cut -d' ' -f3; sleep 1; ls /tmp\"]\n")
+		"CMD [\"echo from the image; stat -f -c %T /data; sleep 1; ls /tmp\"]\n")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("docker build: %v\n%s", err, out)
 	}
 	o, rec := run(t, e, executor.Spec{Image: tag})
 	wantExit(t, o, executor.Exited, 0)
 	wantOutput(t, rec, "from the image\ntmpfs\n", "")
+}
+
+// A volume declared by a relative path would be a directory on the engine's
+// disk whatever the sandbox mounts (the engine takes no tmpfs for it): such an
+// image is refused before any sandbox is made of it.
+func TestImageWithARelativeVolumeIsRefused(t *testing.T) {
+	e := newEngine(t)
+	const tag = "coderun-test/relative-volume:1"
+	build := exec.Command("docker", "build", "--quiet", "--tag", tag, "-")
+	build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	build.Stdin = strings.NewReader("FROM " + busybox(t) + "\nVOLUME /data rel\n")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out)
+	}
+	runID := newRunID()
+	_, err := e.Prepare(context.Background(), executor.Spec{RunID: runID, Image: tag, Command: sh("true")})
+	if !errors.Is(err, executor.ErrImageUnsupported) || !strings.Contains(err.Error(), `volume "rel" by a relative path`) {
+		t.Fatalf("Prepare: %v, want ErrImageUnsupported naming the volume", err)
+	}
+	if out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+docker.LabelRunID+"="+runID).Output(); len(out) > 0 {
+		t.Fatalf("a sandbox was made of it: %s", out)
+	}
 }
 
 // An image cannot supply coderun-init: one that carries a file where the init

@@ -124,9 +124,14 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 	hc.Mounts = append(hc.Mounts, initMount(initVolume, true))
 	hc.Tmpfs[executor.WorkDir] = fmt.Sprintf("size=%dm,uid=%d,gid=%d,mode=0755,exec,nosuid,nodev", workspaceMiB(limits), user.uid, user.gid)
 	// A volume the image declares would be an unbounded directory on the
-	// engine's disk: it gets a tmpfs like /tmp's instead.
+	// engine's disk: it gets a tmpfs like /tmp's instead. The engine gives a
+	// volume declared by a relative path a directory on its disk all the
+	// same (and takes no tmpfs for it), so such an image is not run.
 	for _, dir := range img.volumes {
-		dir = path.Clean("/" + dir)
+		if !path.IsAbs(dir) {
+			return nil, fmt.Errorf("%w: the image declares volume %q by a relative path; sandboxes mount an image's volumes only at absolute paths", executor.ErrImageUnsupported, dir)
+		}
+		dir = path.Clean(dir)
 		if _, taken := hc.Tmpfs[dir]; !taken && dir != initDir && dir != "/" {
 			hc.Tmpfs[dir] = hc.Tmpfs["/tmp"]
 		}
