@@ -731,24 +731,29 @@ func TestImageDefaultsInTheSandbox(t *testing.T) {
 }
 
 // A volume declared by a relative path would be a directory on the engine's
-// disk whatever the sandbox mounts (the engine takes no tmpfs for it): such an
-// image is refused before any sandbox is made of it.
-func TestImageWithARelativeVolumeIsRefused(t *testing.T) {
+// disk whatever the sandbox mounts (the engine takes no tmpfs for it), and one
+// at / cannot start: such images are refused before any sandbox is made of
+// them.
+func TestImagesWithVolumesSandboxesCannotCoverAreRefused(t *testing.T) {
 	e := newEngine(t)
-	const tag = "coderun-test/relative-volume:1"
-	build := exec.Command("docker", "build", "--quiet", "--tag", tag, "-")
-	build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	build.Stdin = strings.NewReader("FROM " + busybox(t) + "\nVOLUME /data rel\n")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("docker build: %v\n%s", err, out)
-	}
-	runID := newRunID()
-	_, err := e.Prepare(context.Background(), executor.Spec{RunID: runID, Image: tag, Command: sh("true")})
-	if !errors.Is(err, executor.ErrImageUnsupported) || !strings.Contains(err.Error(), `volume "rel" by a relative path`) {
-		t.Fatalf("Prepare: %v, want ErrImageUnsupported naming the volume", err)
-	}
-	if out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+docker.LabelRunID+"="+runID).Output(); len(out) > 0 {
-		t.Fatalf("a sandbox was made of it: %s", out)
+	for _, c := range []struct{ volumes, tag, want string }{
+		{"/data rel", "coderun-test/relative-volume:1", `volume "rel" by a relative path`},
+		{"/", "coderun-test/root-volume:1", "a volume at /"},
+	} {
+		build := exec.Command("docker", "build", "--quiet", "--tag", c.tag, "-")
+		build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+		build.Stdin = strings.NewReader("FROM " + busybox(t) + "\nVOLUME " + c.volumes + "\n")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("docker build: %v\n%s", err, out)
+		}
+		runID := newRunID()
+		_, err := e.Prepare(context.Background(), executor.Spec{RunID: runID, Image: c.tag, Command: sh("true")})
+		if !errors.Is(err, executor.ErrImageUnsupported) || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("VOLUME %s: Prepare: %v, want ErrImageUnsupported saying %q", c.volumes, err, c.want)
+		}
+		if out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+docker.LabelRunID+"="+runID).Output(); len(out) > 0 {
+			t.Fatalf("VOLUME %s: a sandbox was made of it: %s", c.volumes, out)
+		}
 	}
 }
 

@@ -126,13 +126,17 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 	// A volume the image declares would be an unbounded directory on the
 	// engine's disk: it gets a tmpfs like /tmp's instead. The engine gives a
 	// volume declared by a relative path a directory on its disk all the
-	// same (and takes no tmpfs for it), so such an image is not run.
+	// same (and takes no tmpfs for it), and one at / cannot start, so such
+	// images are not run.
 	for _, dir := range img.volumes {
-		if !path.IsAbs(dir) {
+		switch {
+		case !path.IsAbs(dir):
 			return nil, fmt.Errorf("%w: the image declares volume %q by a relative path; sandboxes mount an image's volumes only at absolute paths", executor.ErrImageUnsupported, dir)
+		case path.Clean(dir) == "/":
+			return nil, fmt.Errorf("%w: the image declares a volume at /, over its whole filesystem", executor.ErrImageUnsupported)
 		}
 		dir = path.Clean(dir)
-		if _, taken := hc.Tmpfs[dir]; !taken && dir != initDir && dir != "/" {
+		if _, taken := hc.Tmpfs[dir]; !taken && dir != initDir {
 			hc.Tmpfs[dir] = hc.Tmpfs["/tmp"]
 		}
 	}
