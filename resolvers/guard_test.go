@@ -157,7 +157,6 @@ func edgeEnvWith(t *testing.T, throttles rest.Throttles, maxBody int64) *env {
 		GraphQL: resolvers.NewHandler(svc, resolvers.Options{
 			Authenticate: rest.GuardAuthentication(authn.Authenticate),
 			Charge:       rest.Charge,
-			ChargeWrites: rest.ChargeWrites,
 			Logger:       log,
 		}),
 		Throttles:    &throttles,
@@ -303,7 +302,7 @@ func TestMutationsAreChargedAsWrites(t *testing.T) {
 	}
 	r, res := e.post("alice", puts("d", "e", "f"))
 	got := onlyError(t, r, "rate_limited")
-	if r.status != http.StatusTooManyRequests || !strings.HasPrefix(got.Message, "operation makes 3 writes: ") {
+	if r.status != http.StatusTooManyRequests || !strings.Contains(got.Message, " and makes 3 writes: too many write requests") {
 		t.Errorf("three more writes: %d %q; want 429, refused for its writes", r.status, got.Message)
 	}
 	retry := res.Header.Get("Retry-After")
@@ -328,5 +327,27 @@ func TestMutationsAreChargedAsWrites(t *testing.T) {
 	// Another caller's writes are charged to their own bucket.
 	if r, _ := e.post("mallory", strings.ReplaceAll(puts("a"), "acme", "globex")); r.status != http.StatusOK || len(r.Errors) > 0 {
 		t.Fatalf("mallory: %d %+v", r.status, r.Errors)
+	}
+}
+
+// An operation refused for its cost takes none of its writes: a client that
+// retries it once its graphql bucket refills is not locked out of writing.
+func TestMutationRefusedForItsCostTakesNoWrites(t *testing.T) {
+	throttles := rest.DefaultThrottles
+	throttles.GraphQL = rest.Rate{PerSecond: 20, Burst: 10}
+	throttles.Write = rest.Rate{PerSecond: 0.001, Burst: 1}
+	e := edgeEnvWith(t, throttles, 0)
+	// 1 for the request and 8 for the query: 9 of 10.
+	if r, _ := e.post("alice", `{ handle(handle: "acme") { runtimes(first: 2) { edges { node { key } } } } }`); r.status != http.StatusOK {
+		t.Fatalf("query: %d %+v", r.status, r.Errors)
+	}
+	put := `mutation { putCodeRuntime(handle: "acme", key: "a", input: {image: "example/ruby", digest: "` + digestA + `"}) { key } }`
+	r, _ := e.post("alice", put)
+	if got := onlyError(t, r, "rate_limited"); !strings.Contains(got.Message, "too many graphql requests") {
+		t.Fatalf("refused for %q, want for its cost", got.Message)
+	}
+	time.Sleep(time.Second) // the graphql bucket refills; the write bucket would take 1000 s
+	if r, _ := e.post("alice", put); r.status != http.StatusOK || len(r.Errors) > 0 {
+		t.Fatalf("the mutation again: %d %+v", r.status, r.Errors)
 	}
 }

@@ -45,13 +45,10 @@ type Options struct {
 	// TokenLimit bounds the tokens of a query document; the parser stops at
 	// the first one over (default DefaultTokenLimit).
 	TokenLimit int
-	// Charge, when set, charges the caller by an operation's complexity before
-	// it runs; an error refuses the operation with rate_limited.
-	Charge func(ctx context.Context, cost int) error
-	// ChargeWrites, when set, charges the caller a mutation's writes (its
-	// mutation fields) before it runs; an error refuses the operation with
-	// rate_limited.
-	ChargeWrites func(ctx context.Context, writes int) error
+	// Charge, when set, charges the caller an operation's complexity and,
+	// for a mutation, its writes (its mutation fields) before it runs; an
+	// error refuses the operation with rate_limited.
+	Charge func(ctx context.Context, cost, writes int) error
 	// AllowedOrigins may open websockets from a browser ("https://app.example",
 	// or "*"); empty allows only the server's own origin.
 	AllowedOrigins []string
@@ -196,8 +193,8 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 		maxDirectives: opts.DirectiveLimit,
 	})
 	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
-	if opts.Charge != nil || opts.ChargeWrites != nil {
-		srv.Use(costCharge{charge: opts.Charge, chargeWrites: opts.ChargeWrites})
+	if opts.Charge != nil {
+		srv.Use(costCharge{charge: opts.Charge})
 	}
 	srv.Use(reverify{authenticate: opts.Authenticate})
 	srv.Use(subscriptions{maxPerConnection: opts.MaxSubscriptionsPerConnection})

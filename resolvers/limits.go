@@ -208,8 +208,7 @@ const codeRateLimited = coderun.ERateLimited
 // for little. A mutation is charged its writes too, one per mutation field,
 // as the REST routes charge one per write.
 type costCharge struct {
-	charge       func(ctx context.Context, cost int) error
-	chargeWrites func(ctx context.Context, writes int) error
+	charge func(ctx context.Context, cost, writes int) error
 }
 
 var _ interface {
@@ -222,23 +221,23 @@ func (costCharge) ExtensionName() string { return "CostCharge" }
 func (costCharge) Validate(graphql.ExecutableSchema) error { return nil }
 
 func (c costCharge) MutateOperationContext(ctx context.Context, opCtx *graphql.OperationContext) *gqlerror.Error {
-	if opCtx.Operation.Operation == ast.Mutation && c.chargeWrites != nil {
-		writes := 0
+	cost, writes := 0, 0
+	if stats, _ := opCtx.Stats.GetExtension(extension.ComplexityLimit{}.ExtensionName()).(*extension.ComplexityStats); stats != nil {
+		cost = stats.Complexity
+	}
+	if opCtx.Operation.Operation == ast.Mutation {
 		for _, f := range graphql.CollectFields(opCtx, opCtx.Operation.SelectionSet, []string{"Mutation"}) {
 			if !strings.HasPrefix(f.Name, "__") {
 				writes++
 			}
 		}
-		if err := c.chargeWrites(ctx, writes); err != nil {
-			return rateLimited(fmt.Sprintf("operation makes %d writes", writes), err)
+	}
+	if err := c.charge(ctx, cost, writes); err != nil {
+		what := fmt.Sprintf("operation costs %d", cost)
+		if writes > 0 {
+			what += fmt.Sprintf(" and makes %d writes", writes)
 		}
-	}
-	stats, _ := opCtx.Stats.GetExtension(extension.ComplexityLimit{}.ExtensionName()).(*extension.ComplexityStats)
-	if stats == nil || c.charge == nil {
-		return nil
-	}
-	if err := c.charge(ctx, stats.Complexity); err != nil {
-		return rateLimited(fmt.Sprintf("operation costs %d", stats.Complexity), err)
+		return rateLimited(what, err)
 	}
 	return nil
 }

@@ -257,45 +257,56 @@ func (w refusable) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type chargerKey struct{}
 
-// Charge takes cost more tokens from the bucket of the request ctx belongs to
-// (a GraphQL request: the others are charged in full up front), updating its
-// rate-limit headers. It returns a rate_limited error, with RetryAfter, when
-// the bucket holds less than cost; then nothing is taken. Outside such a
-// request it does nothing.
-func Charge(ctx context.Context, cost int) error {
+// Charge charges a GraphQL operation, once its cost is known, to the caller
+// of the request ctx belongs to (the request itself was charged 1 up front):
+// cost tokens from its graphql bucket, and, for a mutation, writes tokens from
+// its bucket of writes at the write rate, as REST charges each PUT and POST,
+// so that writes cost the same whichever way they come. It updates the
+// request's rate-limit headers. It returns a rate_limited error, with
+// RetryAfter, when either bucket holds too little; then neither is charged.
+// Outside a GraphQL request it does nothing.
+func Charge(ctx context.Context, cost, writes int) error {
 	c, _ := ctx.Value(chargerKey{}).(*charger)
-	if c == nil || cost <= 0 {
+	if c == nil {
 		return nil
 	}
-	v, err := c.take(ctx, c.class, c.rate, cost)
-	if c.header != nil && err == nil {
-		v.header(c.header)
+	// The writes are looked at first and taken last, so that an operation
+	// refused for its cost has taken none of them.
+	if writes > 0 {
+		if _, err := c.take(ctx, "write", c.th.rates.Write, writes, true); err != nil {
+			return err
+		}
 	}
-	return err
-}
-
-// ChargeWrites charges the n writes a GraphQL operation makes (its mutation
-// fields) to its caller's bucket of writes at the write rate, as REST charges
-// each POST and PUT, so that writes cost the same whichever way they come.
-// It returns a rate_limited error, with RetryAfter, when the bucket holds
-// fewer than n; then nothing is taken. Outside a GraphQL request it does
-// nothing.
-func ChargeWrites(ctx context.Context, n int) error {
-	c, _ := ctx.Value(chargerKey{}).(*charger)
-	if c == nil || n <= 0 {
-		return nil
+	if cost > 0 {
+		v, err := c.take(ctx, c.class, c.rate, cost, false)
+		if err != nil {
+			return err
+		}
+		if c.header != nil {
+			v.header(c.header)
+		}
 	}
-	_, err := c.take(ctx, "write", c.th.rates.Write, n)
-	return err
+	if writes > 0 {
+		_, err := c.take(ctx, "write", c.th.rates.Write, writes, false)
+		return err
+	}
+	return nil
 }
 
 // take charges n tokens of class, at rate r, to the operation ctx belongs
-// to. A refusal is put in the response's headers, while they can be sent.
-func (c *charger) take(ctx context.Context, class string, r Rate, n int) (verdict, error) {
+// to; with dry, it only looks whether they are there. A refusal is put in
+// the response's headers, while they can be sent.
+func (c *charger) take(ctx context.Context, class string, r Rate, n int, dry bool) (verdict, error) {
 	if n > r.Burst {
 		return verdict{}, coderun.Errorf(coderun.ERateLimited, "a cost of %d is more than the %s quota of %d allows at once", n, class, r.Burst)
 	}
-	v := c.th.charge(class, c.caller(ctx), r, n)
+	var v verdict
+	if dry {
+		v = c.th.check(class, c.caller(ctx), r)
+		v.allowed = v.remaining >= n
+	} else {
+		v = c.th.charge(class, c.caller(ctx), r, n)
+	}
 	if v.allowed {
 		return v, nil
 	}

@@ -68,7 +68,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		GraphQL: resolvers.NewHandler(svc, resolvers.Options{
 			Authenticate:  rest.GuardAuthentication(authn.Authenticate),
 			Charge:        rest.Charge,
-			ChargeWrites:  rest.ChargeWrites,
 			Introspection: cfg.Introspection,
 			Logger:        log,
 		}),
