@@ -147,6 +147,10 @@ func (s *Service) begin(ctx context.Context, w write, result any) (c *claim, rep
 	return c, replayed, o, err
 }
 
+// settleTimeout bounds the writes that settle a key after its attempt:
+// keeping its answer, or releasing it.
+const settleTimeout = 10 * time.Second
+
 // release frees c's key after its attempt failed (a rejected or rolled-back
 // write keeps no answer), so that a retry writes afresh. It runs even when
 // ctx is done: the caller may have hung up.
@@ -154,7 +158,7 @@ func (s *Service) release(ctx context.Context, c *claim) {
 	if c == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	err := s.db.InTx(ctx, func(tx *store.Tx) error { return tx.ReleaseIdempotentWrite(ctx, *c) })
 	if err != nil {
@@ -219,16 +223,26 @@ func (s *Service) commitThen(ctx context.Context, w write, result any, do func(t
 	return false, o, nil
 }
 
-// commitHeld makes w in one transaction without keeping its answer; c stays
-// in flight if it succeeds, and is released if it fails.
+// commitHeld makes w in one transaction without keeping its answer: the
+// transaction renews c (and fails if c was taken over meanwhile), which stays
+// in flight if it succeeds and is released if it fails.
 func (s *Service) commitHeld(ctx context.Context, w write, c *claim, result any, do func(tx *store.Tx) (outcome, error)) (o outcome, err error) {
 	defer s.settle(ctx, c, &err)
-	return s.finish(ctx, w, nil, result, do)
+	return s.finish(ctx, w, nil, result, func(tx *store.Tx) (outcome, error) {
+		if c != nil {
+			if err := tx.HoldIdempotentWrite(ctx, *c, s.now()); err != nil {
+				return 0, err
+			}
+		}
+		return do(tx)
+	})
 }
 
 // keepAnswer keeps result, answered with o, under c's key. If it cannot, the
 // key stays in flight until its lease lapses.
 func (s *Service) keepAnswer(ctx context.Context, w write, c *claim, o outcome, result any) {
+	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
 	b, err := json.Marshal(result)
 	if err == nil {
 		answered := *c

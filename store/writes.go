@@ -136,6 +136,29 @@ func (tx *Tx) FinishIdempotentWrite(ctx context.Context, w IdempotentWrite) erro
 	return nil
 }
 
+// HoldIdempotentWrite renews w's claim on its key, as of at, inside the write
+// the key protects. It fails, as FinishIdempotentWrite does, when w.Claim no
+// longer holds the key: the attempt was taken for dead and another took
+// over, so this one must not write.
+func (tx *Tx) HoldIdempotentWrite(ctx context.Context, w IdempotentWrite, at time.Time) error {
+	const q = `UPDATE idempotency_keys SET claimed_at = ?
+		WHERE handle = ? AND user_id = ? AND idem_key = ? AND claim = ? AND status = 0`
+	res, err := tx.exec(ctx, q, someTime(at), w.Handle, w.UserID, w.Key, w.Claim)
+	if err != nil {
+		return fmt.Errorf("hold idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+	}
+	n, err := res.RowsAffected()
+	switch {
+	case err != nil:
+		return fmt.Errorf("hold idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+	case n != 1:
+		e := coderun.Errorf(coderun.EIdempotencyKeyInUse, "this attempt took so long that a retry with Idempotency-Key %q took over; its answer is the one kept", w.Key)
+		e.RetryAfter = time.Second
+		return e
+	}
+	return nil
+}
+
 // ReleaseIdempotentWrite frees w's key when w.Claim still holds it and no
 // answer was kept: the attempt failed, so a retry may write afresh.
 func (tx *Tx) ReleaseIdempotentWrite(ctx context.Context, w IdempotentWrite) error {

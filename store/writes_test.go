@@ -21,7 +21,7 @@ func claimKey(t *testing.T, db *store.DB, w store.IdempotentWrite, now time.Time
 }
 
 // An idempotency key is held by one attempt at a time; an attempt that died
-// is taken over after its lease, and then can no longer answer; an answer is
+// is taken over after its lease, and then can no longer hold it or answer; an answer is
 // kept for 24 hours; a released key is free again.
 func testIdempotencyClaims(t *testing.T, db *store.DB) {
 	w := store.IdempotentWrite{Handle: "", UserID: "alice", Key: "k", Fingerprint: "fp", Claim: "first"}
@@ -37,6 +37,14 @@ func testIdempotencyClaims(t *testing.T, db *store.DB) {
 	// Past the lease, the first is taken for dead.
 	if _, ok := claimKey(t, db, second, at.Add(2*time.Minute)); !ok {
 		t.Fatal("an abandoned claim was not taken over")
+	}
+	// Only the attempt holding the key can renew its hold.
+	hold := func(c store.IdempotentWrite) error {
+		return db.InTx(t.Context(), func(tx *store.Tx) error { return tx.HoldIdempotentWrite(t.Context(), c, at.Add(3*time.Minute)) })
+	}
+	wantCode(t, hold(w), coderun.EIdempotencyKeyInUse)
+	if err := hold(second); err != nil {
+		t.Fatal(err)
 	}
 	answer := func(c store.IdempotentWrite) error {
 		c.Status, c.Result = 201, []byte(`{"id":1}`)
