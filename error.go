@@ -52,6 +52,19 @@ type Error struct {
 	RetryAfter time.Duration
 	// Details are extra members shown to the caller (e.g. activeRuns, limit).
 	Details map[string]any
+	// Quota, on an error that a limit other than a route's throttle gave
+	// (the daily writes, say), describes that limit, so that the rate-limit
+	// headers of the answer speak of it.
+	Quota *Quota
+}
+
+// Quota is a limit a request can run into.
+type Quota struct {
+	// Policy names it, e.g. "daily-writes".
+	Policy string
+	// Limit is how many are allowed: per Window, or at once when Window is 0.
+	Limit  int
+	Window time.Duration
 }
 
 // FieldError is one invalid field of a request.

@@ -174,9 +174,16 @@ func TestDailyWriteLimit(t *testing.T) {
 		if r.status != http.StatusCreated || r.header.Get("Idempotent-Replayed") != "true" || r.header.Get("Location") == "" {
 			t.Fatalf("replayed PUT: %d replayed=%q Location=%q", r.status, r.header.Get("Idempotent-Replayed"), r.header.Get("Location"))
 		}
-		p := expectProblem(t, put("d", "put-d", runtimeBody(demoImage, aDigest)), http.StatusTooManyRequests, "daily_write_limit_reached")
+		refused := put("d", "put-d", runtimeBody(demoImage, aDigest))
+		p := expectProblem(t, refused, http.StatusTooManyRequests, "daily_write_limit_reached")
 		if p["retryAfter"] != float64(30) {
 			t.Fatalf("retryAfter %v, want 30 (seconds to midnight)", p["retryAfter"])
+		}
+		// The rate-limit headers speak of the limit that refused it.
+		if h := refused.header; h.Get("RateLimit-Policy") != `"daily-writes";q=3;w=86400` || h.Get("RateLimit") != `"daily-writes";r=0;t=30` ||
+			h.Get("X-RateLimit-Remaining") != "0" || h.Get("X-RateLimit-Reset") != "30" {
+			t.Fatalf("headers of the refusal: RateLimit-Policy %q, RateLimit %q, X-RateLimit-Remaining %q, X-RateLimit-Reset %q",
+				h.Get("RateLimit-Policy"), h.Get("RateLimit"), h.Get("X-RateLimit-Remaining"), h.Get("X-RateLimit-Reset"))
 		}
 		if r := put("c", "", runtimeBody(demoImage, aDigest)); r.header.Get("Retry-After") != "30" {
 			t.Fatalf("a PUT that changes nothing at the limit: %d, Retry-After %q; want 429 and 30", r.status, r.header.Get("Retry-After"))
@@ -364,9 +371,13 @@ func TestImageChecksAreBounded(t *testing.T) {
 		go func() { done <- validate(key) }()
 		<-g.entered
 	}
-	r := expectProblem(t, validate("c"), http.StatusTooManyRequests, "rate_limited")
-	if r["retryAfter"] != float64(5) {
-		t.Errorf("retryAfter %v, want 5", r["retryAfter"])
+	third := validate("c")
+	r := expectProblem(t, third, http.StatusTooManyRequests, "rate_limited")
+	if r["retryAfter"] != float64(5) || third.header.Get("Retry-After") != "5" {
+		t.Errorf("retryAfter %v, Retry-After %q; want 5", r["retryAfter"], third.header.Get("Retry-After"))
+	}
+	if h := third.header; h.Get("RateLimit-Policy") != `"image-checks";q=2;qu="concurrent-requests"` || h.Get("RateLimit") != `"image-checks";r=0;t=5` {
+		t.Errorf("headers of the refusal: RateLimit-Policy %q, RateLimit %q", h.Get("RateLimit-Policy"), h.Get("RateLimit"))
 	}
 	close(g.gate)
 	for range 2 {

@@ -49,6 +49,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 			secs := int((e.RetryAfter + 999_999_999) / 1_000_000_000)
 			p.RetryAfter = secs
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			if e.Quota != nil {
+				quotaHeader(w.Header(), *e.Quota, secs)
+			}
 		}
 		details = e.Details
 	}

@@ -396,8 +396,9 @@ func TestRunCapacity(t *testing.T) {
 		}
 		for _, r := range refused {
 			p := expectProblem(t, r, 429, "active_run_limit_reached")
-			if p["activeRuns"] != 2.0 || p["limit"] != 2.0 || r.header.Get("Retry-After") == "" {
-				t.Fatalf("429 without activeRuns, limit or Retry-After: %s %v", r.body, r.header)
+			if p["activeRuns"] != 2.0 || p["limit"] != 2.0 || r.header.Get("Retry-After") == "" ||
+				r.header.Get("RateLimit") != `"active-runs";r=0;t=`+r.header.Get("Retry-After") {
+				t.Fatalf("429 without activeRuns, limit, Retry-After or the RateLimit of active runs: %s %v", r.body, r.header)
 			}
 		}
 		list := s.do("GET", "/v2/handles/acme/code-runs?status=active", s.tok, nil).json(t)

@@ -203,6 +203,9 @@ func TestReportsAreCapped(t *testing.T) {
 				statuses[i] = r.status
 				if r.status == http.StatusTooManyRequests {
 					expectProblem(t, r, http.StatusTooManyRequests, "daily_write_limit_reached")
+					if !strings.HasPrefix(r.header.Get("RateLimit-Policy"), `"daily-reports";q=50;w=86400`) {
+						t.Errorf("RateLimit-Policy of a refused report: %q", r.header.Get("RateLimit-Policy"))
+					}
 				}
 			}()
 		}

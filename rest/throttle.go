@@ -140,6 +140,21 @@ func (v verdict) header(h http.Header) {
 	h.Set("X-RateLimit-Reset", strconv.Itoa(reset))
 }
 
+// quotaHeader puts q, which refused a request until retryAfter seconds from
+// now, in the rate-limit headers in place of the route's bucket: a client
+// reads the limit it ran into, and a RateLimit t equal to Retry-After.
+func quotaHeader(h http.Header, q coderun.Quota, retryAfter int) {
+	policy := fmt.Sprintf("%q;q=%d;w=%d", q.Policy, q.Limit, ceilSeconds(q.Window))
+	if q.Window == 0 {
+		policy = fmt.Sprintf("%q;q=%d;qu=\"concurrent-requests\"", q.Policy, q.Limit)
+	}
+	h.Set("RateLimit-Policy", policy)
+	h.Set("RateLimit", fmt.Sprintf("%q;r=0;t=%d", q.Policy, retryAfter))
+	h.Set("X-RateLimit-Limit", strconv.Itoa(q.Limit))
+	h.Set("X-RateLimit-Remaining", "0")
+	h.Set("X-RateLimit-Reset", strconv.Itoa(retryAfter))
+}
+
 func (v verdict) err() error {
 	e := coderun.Errorf(coderun.ERateLimited, "too many %s requests; retry in %d s", v.class, ceilSeconds(v.retryAfter))
 	e.RetryAfter = time.Duration(ceilSeconds(v.retryAfter)) * time.Second

@@ -102,6 +102,7 @@ func (s *Service) submitRun(ctx context.Context, tx *store.Tx, handle string, in
 		e := coderun.Errorf(coderun.EActiveRunLimit, "handle %q has %d active runs, its limit; wait for one to finish", handle, active)
 		e.RetryAfter = activeRetryHint
 		e.Details = map[string]any{"activeRuns": active, "limit": h.MaxActiveRuns}
+		e.Quota = &coderun.Quota{Policy: "active-runs", Limit: h.MaxActiveRuns}
 		return coderun.Run{}, e
 	}
 	now := s.now()

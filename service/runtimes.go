@@ -195,6 +195,7 @@ func (c *imageChecks) start(handle string) (done func(), err error) {
 	if c.running[handle] >= maxImageChecksPerHandle {
 		e := coderun.Errorf(coderun.ERateLimited, "handle %q is checking %d images already; try again when one is done", handle, maxImageChecksPerHandle)
 		e.RetryAfter = 5 * time.Second
+		e.Quota = &coderun.Quota{Policy: "image-checks", Limit: maxImageChecksPerHandle}
 		return nil, e
 	}
 	if c.running == nil {

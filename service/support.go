@@ -109,6 +109,7 @@ func (s *Service) checkDailyReports(ctx context.Context, tx *store.Tx, p *coderu
 		MaxDailyReports, reset.Format(time.RFC3339))
 	e.RetryAfter = reset.Sub(now)
 	e.Details = map[string]any{"limit": MaxDailyReports, "resetAt": reset}
+	e.Quota = &coderun.Quota{Policy: "daily-reports", Limit: MaxDailyReports, Window: 24 * time.Hour}
 	return e
 }
 

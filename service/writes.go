@@ -195,6 +195,7 @@ func dailyWriteLeft(ctx context.Context, tx *store.Tx, h coderun.Handle, now tim
 		h.Name, h.DailyWriteLimit, reset.Format(time.RFC3339))
 	e.RetryAfter = reset.Sub(now)
 	e.Details = map[string]any{"limit": h.DailyWriteLimit, "resetAt": reset}
+	e.Quota = &coderun.Quota{Policy: "daily-writes", Limit: h.DailyWriteLimit, Window: 24 * time.Hour}
 	return e
 }
 
