@@ -192,7 +192,7 @@ func NewHandler(svc *service.Service, opts Options) http.Handler {
 		maxRootFields: opts.RootFieldLimit,
 		maxDirectives: opts.DirectiveLimit,
 	})
-	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
+	srv.Use(complexityLimit{extension.FixedComplexityLimit(opts.ComplexityLimit)})
 	if opts.Charge != nil {
 		srv.Use(costCharge{charge: opts.Charge})
 	}

@@ -26,8 +26,9 @@ const (
 	codeDepthLimit      = "DEPTH_LIMIT_EXCEEDED"
 )
 
-// The limits shapeLimit names in extensions.limit.
+// The limits a refusal names in extensions.limit.
 const (
+	limitComplexity = "complexity"
 	limitDepth      = "depth"
 	limitFields     = "fields"
 	limitAliases    = "aliases"
@@ -109,6 +110,22 @@ func (l shapeLimit) MutateOperationContext(_ context.Context, opCtx *graphql.Ope
 		err = refuse(codeComplexityLimit, limitDirectives, "operation uses %s directives once its fragments are expanded, which exceeds the limit of %d", count(s.directives), l.maxDirectives)
 	case s.fields > l.maxFields:
 		err = refuse(codeComplexityLimit, limitFields, "operation selects more than %d fields once its fragments are expanded, so its complexity exceeds the limit of %d", l.maxFields, l.maxFields)
+	}
+	return err
+}
+
+// complexityLimit is gqlgen's complexity limit, whose refusal names its limit
+// in extensions.limit as shapeLimit's do. It keeps the extension's name, under
+// which costCharge finds the complexity it computed.
+type complexityLimit struct{ *extension.ComplexityLimit }
+
+func (c complexityLimit) MutateOperationContext(ctx context.Context, opCtx *graphql.OperationContext) *gqlerror.Error {
+	err := c.ComplexityLimit.MutateOperationContext(ctx, opCtx)
+	if err != nil {
+		if err.Extensions == nil {
+			err.Extensions = map[string]any{}
+		}
+		err.Extensions["limit"] = limitComplexity
 	}
 	return err
 }

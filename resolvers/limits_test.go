@@ -63,8 +63,8 @@ func TestComplexityLimitMultipliesConnectionsByFirst(t *testing.T) {
 		} }`
 	}
 	got := rejectedBeforeExecution(t, e.do("alice", mutation("100"), nil), "COMPLEXITY_LIMIT_EXCEEDED")
-	if !strings.Contains(got.Message, "exceeds the limit of 400") {
-		t.Errorf("message = %q", got.Message)
+	if !strings.Contains(got.Message, "exceeds the limit of 400") || got.Extensions["limit"] != "complexity" {
+		t.Errorf("message = %q, extensions.limit = %v; want complexity", got.Message, got.Extensions["limit"])
 	}
 	assertNoRuntime(t, e, "ruby")
 
