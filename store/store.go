@@ -64,7 +64,7 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 			return nil, fmt.Errorf("database URL %q: want sqlite://PATH, with a file path and no query", rawURL)
 		}
 		return openSQLite(ctx, path)
-	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
+	case IsPostgresURL(rawURL):
 		return openPostgres(ctx, rawURL)
 	}
 	scheme, _, found := strings.Cut(rawURL, "://") // never echo the rest: it may hold a password
@@ -72,6 +72,11 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 		return nil, errors.New("database URL has no scheme: use sqlite://PATH or postgres://…")
 	}
 	return nil, fmt.Errorf("database URL scheme %q is not supported: use sqlite://PATH or postgres://…", scheme)
+}
+
+// IsPostgresURL reports whether rawURL names a PostgreSQL database.
+func IsPostgresURL(rawURL string) bool {
+	return strings.HasPrefix(rawURL, "postgres://") || strings.HasPrefix(rawURL, "postgresql://")
 }
 
 func openPostgres(ctx context.Context, rawURL string) (*DB, error) {

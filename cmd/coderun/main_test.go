@@ -253,6 +253,16 @@ func TestCommandsRefuseBadInput(t *testing.T) {
 			t.Errorf("coderun %v said %q; want it to say %q", c.args, stderr, c.want)
 		}
 	}
+	// A worker refused for its database opens none: none is left behind.
+	dataDir := t.TempDir()
+	worker := exec.Command(binary, "worker")
+	worker.Env = append(os.Environ(), "CODERUN_DATABASE_URL=", "CODERUN_DATA_DIR="+dataDir)
+	if out, err := worker.CombinedOutput(); err == nil || !strings.Contains(string(out), "only through PostgreSQL") {
+		t.Errorf("coderun worker on the default database: %v %s", err, out)
+	}
+	if entries, _ := os.ReadDir(dataDir); len(entries) > 0 {
+		t.Errorf("a refused worker left %s in its data dir", entries[0].Name())
+	}
 	// A good token works, then a revoked one does not.
 	token := in.cli("token", "create", "--user", "alice", "--handle", "acme", "--scopes", "runtimes:read")
 	in.serve()

@@ -26,7 +26,7 @@ import (
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
-	p, err := startProcess(ctx, "serve", args, stderr)
+	p, err := startProcess(ctx, "serve", args, stderr, nil)
 	if err != nil {
 		return err
 	}
@@ -129,18 +129,20 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 // work runs a worker alone: it shares runs with `serve` through PostgreSQL.
 func work(ctx context.Context, args []string, stderr io.Writer) error {
-	p, err := startProcess(ctx, "worker", args, stderr)
+	p, err := startProcess(ctx, "worker", args, stderr, func(cfg *config) error {
+		if cfg.WorkerSlots < 1 {
+			return fmt.Errorf("%w: a worker needs at least one slot (CODERUN_WORKER_SLOTS)", errUsage)
+		}
+		if !store.IsPostgresURL(cfg.databaseURL()) {
+			return fmt.Errorf("%w: a separate worker shares runs with serve only through PostgreSQL (CODERUN_DATABASE_URL=postgres://…); on SQLite, serve runs its own worker (CODERUN_WORKER_SLOTS)", errUsage)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	defer p.close()
 	cfg, log, db, engine := p.cfg, p.log, p.db, p.engine
-	if cfg.WorkerSlots < 1 {
-		return fmt.Errorf("%w: a worker needs at least one slot (CODERUN_WORKER_SLOTS)", errUsage)
-	}
-	if db.Dialect() != "postgres" {
-		return fmt.Errorf("%w: a separate worker shares runs with serve only through PostgreSQL (CODERUN_DATABASE_URL=postgres://…); on SQLite, serve runs its own worker (CODERUN_WORKER_SLOTS)", errUsage)
-	}
 	if err := engine.Ping(ctx); err != nil {
 		return fmt.Errorf("the container engine is not reachable: %w", err)
 	}
@@ -200,7 +202,7 @@ type process struct {
 	engine *docker.Engine
 }
 
-func startProcess(ctx context.Context, name string, args []string, stderr io.Writer) (*process, error) {
+func startProcess(ctx context.Context, name string, args []string, stderr io.Writer, check func(*config) error) (*process, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfg.bindFlags(fs)
@@ -208,6 +210,13 @@ func startProcess(ctx context.Context, name string, args []string, stderr io.Wri
 		return nil, err
 	} else if len(pos) > 0 {
 		return nil, fmt.Errorf("%w: %s takes no arguments", errUsage, name)
+	}
+	// What the command needs of its configuration is checked before
+	// anything is opened (or, for SQLite, created).
+	if check != nil {
+		if err := check(cfg); err != nil {
+			return nil, err
+		}
 	}
 	log, err := cfg.logger()
 	if err != nil {
