@@ -1265,7 +1265,7 @@ type CodeRun implements Node {
   """
   Why the run failed beyond a plain non-zero exit (` + "`" + `oom_killed` + "`" + `,
   ` + "`" + `output_limit_exceeded` + "`" + `, …) or errored (` + "`" + `image_unavailable` + "`" + `,
-  ` + "`" + `executor_unavailable` + "`" + `, ` + "`" + `worker_lost` + "`" + `, …).
+  ` + "`" + `image_unsupported` + "`" + `, ` + "`" + `executor_unavailable` + "`" + `, ` + "`" + `worker_lost` + "`" + `, …).
   """
   error: ErrorDetail
   "The limits the run executes under: its runtime's, with any lower timeout it asked for."

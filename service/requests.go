@@ -145,6 +145,8 @@ func (l *requestLog) flush(ctx context.Context) {
 // and idempotency keys too old to replay, of every handle (a handle drops its
 // own as it writes, but one that stopped writing would keep them).
 func (l *requestLog) forget(ctx context.Context, now time.Time) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestWriteTimeout)
+	defer cancel()
 	var requests, keys int64
 	err := l.db.InTx(ctx, func(tx *store.Tx) error {
 		var err error
