@@ -41,9 +41,8 @@ type requestLog struct {
 	due     bool // a flush is scheduled or about to run
 	dropped int  // records lost since the last warning
 
-	writing    sync.Mutex // one batch write at a time
-	failures   int        // batch writes failed in a row
-	lastForget time.Time
+	writing  sync.Mutex // one batch write at a time
+	failures int        // batch writes failed in a row
 }
 
 // maxRequestWriteFailures is how many times in a row a batch is tried before
@@ -102,8 +101,7 @@ func (l *requestLog) flushFor(ctx context.Context, id string) {
 	defer l.writing.Unlock()
 }
 
-// flush writes every pending request, and at most once an hour forgets what
-// has outlived its retention. The write is the log's, not the caller's: it
+// flush writes every pending request. The write is the log's, not the caller's: it
 // goes on when the caller's context ends (a reporter who hangs up), so that
 // others' requests are not lost with it. A batch that cannot be written is
 // tried again with the next, maxRequestWriteFailures times.
@@ -135,20 +133,32 @@ func (l *requestLog) flush(ctx context.Context) {
 		return
 	}
 	l.failures = 0
-	if now := l.svc.now(); now.Sub(l.lastForget) > time.Hour {
-		l.lastForget = now
-		l.forget(ctx, now)
+}
+
+// Housekeep forgets what has outlived its retention (see Forget) at once and
+// then every hour, until ctx ends. A server runs it for as long as it serves.
+func (s *Service) Housekeep(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		s.Forget(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 
-// forget drops what has outlived its retention: requests too old to cite,
+// Forget drops what has outlived its retention: requests too old to cite,
 // and idempotency keys too old to replay, of every handle (a handle drops its
-// own as it writes, but one that stopped writing would keep them).
-func (l *requestLog) forget(ctx context.Context, now time.Time) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestWriteTimeout)
+// own as it claims one, but one that stopped writing would keep them).
+func (s *Service) Forget(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, requestWriteTimeout)
 	defer cancel()
+	now := s.now()
 	var requests, keys int64
-	err := l.db.InTx(ctx, func(tx *store.Tx) error {
+	err := s.db.InTx(ctx, func(tx *store.Tx) error {
 		var err error
 		if requests, err = tx.ForgetRequests(ctx, now.Add(-requestRetention)); err != nil {
 			return err
@@ -156,12 +166,11 @@ func (l *requestLog) forget(ctx context.Context, now time.Time) {
 		keys, err = tx.ForgetIdempotentWrites(ctx, now.Add(-idempotencyRetention))
 		return err
 	})
-	if err != nil {
-		l.svc.log.WarnContext(ctx, "forgetting old requests and idempotency keys failed", "err", err)
-		return
-	}
-	if requests > 0 || keys > 0 {
-		l.svc.log.InfoContext(ctx, "forgot old requests and idempotency keys", "requests", requests, "idempotency_keys", keys)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.WarnContext(ctx, "forgetting old requests and idempotency keys failed", "err", err)
+	case requests > 0 || keys > 0:
+		s.log.InfoContext(ctx, "forgot old requests and idempotency keys", "requests", requests, "idempotency_keys", keys)
 	}
 }
 

@@ -48,10 +48,10 @@ func TestRequestLogWritesEveryRecord(t *testing.T) {
 	}
 }
 
-// Writing the request log also forgets, at most hourly, requests too old to
-// cite and idempotency keys too old to replay, including those of a handle
-// that no longer writes.
-func TestRequestLogForgetsWhatOutlivedItsRetention(t *testing.T) {
+// Forget drops requests too old to cite and idempotency keys too old to
+// replay, including those of a handle that no longer writes, and keeps the
+// rest.
+func TestForgetDropsWhatOutlivedItsRetention(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t, testenv.SQLiteURL(t))
 	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
@@ -77,6 +77,7 @@ func TestRequestLogForgetsWhatOutlivedItsRetention(t *testing.T) {
 	svc.RecordRequest(fresh)
 	svc.FlushRequests(ctx)
 
+	svc.Forget(ctx)
 	err = db.Read(ctx, func(tx *store.Tx) error {
 		if _, err := tx.Request(ctx, ancient.ID); coderun.ErrorCode(err) != coderun.ERequestNotFound {
 			t.Errorf("a request past its retention: %v, want %s", err, coderun.ERequestNotFound)
@@ -93,11 +94,44 @@ func TestRequestLogForgetsWhatOutlivedItsRetention(t *testing.T) {
 	err = db.InTx(ctx, func(tx *store.Tx) error {
 		n, err := tx.ForgetIdempotentWrites(ctx, now)
 		if n != 1 {
-			t.Errorf("%d keys left after the flush, want 1 (the recent one)", n)
+			t.Errorf("%d keys left after Forget, want 1 (the recent one)", n)
 		}
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Housekeep forgets at once, and returns when its context ends.
+func TestHousekeepForgetsAtOnceUntilStopped(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	db := testenv.OpenDB(t, testenv.SQLiteURL(t))
+	now := time.Now()
+	svc := service.New(db, service.Options{})
+	old := coderun.RequestRecord{ID: "req_" + ulid.Make().String(), UserID: "u", Method: "GET", Route: "GET /healthz", Status: 200, At: now.Add(-31 * 24 * time.Hour)}
+	svc.RecordRequest(old)
+	svc.FlushRequests(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); svc.Housekeep(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if rerr := db.Read(ctx, func(tx *store.Tx) error { _, err = tx.Request(ctx, old.ID); return nil }); rerr != nil {
+			t.Fatal(rerr)
+		}
+		if coderun.ErrorCode(err) == coderun.ERequestNotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Housekeep did not forget an old request")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Housekeep did not return when its context ended")
 	}
 }

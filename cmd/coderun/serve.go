@@ -108,6 +108,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			_ = wrk.Run(ctx)
 		}
 	}()
+	housekept := make(chan struct{})
+	go func() { defer close(housekept); svc.Housekeep(ctx) }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -124,6 +126,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	// The last requests answered are written before the database closes.
 	svc.FlushRequests(shutdownCtx)
 	<-workerDone
+	<-housekept
 	return err
 }
 
