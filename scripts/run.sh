@@ -32,7 +32,13 @@ token=$(bin/coderun token create --user demo --handle demo --scopes all --expire
 
 bin/coderun serve &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
+# Ctrl-C (or a TERM) stops the service and ends here, as a clean stop.
+stop_server() {
+	kill "$server" 2>/dev/null || true
+	wait "$server" 2>/dev/null || true
+}
+trap stop_server EXIT
+trap 'stop_server; exit 0' INT TERM
 for ((i = 0; i < 100; i++)); do
 	curl -fsS -o /dev/null "$base/readyz" 2>/dev/null && break
 	kill -0 $server 2>/dev/null || { log "coderun serve exited"; exit 1; }
