@@ -120,37 +120,30 @@ func (tx *Tx) ClaimIdempotentWrite(ctx context.Context, w IdempotentWrite, expir
 func (tx *Tx) FinishIdempotentWrite(ctx context.Context, w IdempotentWrite) error {
 	const q = `UPDATE idempotency_keys SET status = ?, result = ?
 		WHERE handle = ? AND user_id = ? AND idem_key = ? AND claim = ? AND status = 0`
-	res, err := tx.exec(ctx, q, w.Status, string(w.Result), w.Handle, w.UserID, w.Key, w.Claim)
-	if err != nil {
-		return fmt.Errorf("keep the answer under idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
-	}
-	n, err := res.RowsAffected()
-	switch {
-	case err != nil:
-		return fmt.Errorf("keep the answer under idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
-	case n != 1:
-		e := coderun.Errorf(coderun.EIdempotencyKeyInUse, "this attempt took so long that a retry with Idempotency-Key %q took over; its answer is the one kept", w.Key)
-		e.RetryAfter = time.Second
-		return e
-	}
-	return nil
+	return tx.byClaim(ctx, w, "keep the answer under", q, w.Status, string(w.Result))
 }
 
 // HoldIdempotentWrite renews w's claim on its key, as of at, inside the write
 // the key protects. It fails, as FinishIdempotentWrite does, when w.Claim no
-// longer holds the key: the attempt was taken for dead and another took
-// over, so this one must not write.
+// longer holds the key.
 func (tx *Tx) HoldIdempotentWrite(ctx context.Context, w IdempotentWrite, at time.Time) error {
 	const q = `UPDATE idempotency_keys SET claimed_at = ?
 		WHERE handle = ? AND user_id = ? AND idem_key = ? AND claim = ? AND status = 0`
-	res, err := tx.exec(ctx, q, someTime(at), w.Handle, w.UserID, w.Key, w.Claim)
-	if err != nil {
-		return fmt.Errorf("hold idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+	return tx.byClaim(ctx, w, "hold", q, someTime(at))
+}
+
+// byClaim runs q, an update of w's key while w.Claim holds it in flight, with
+// set followed by the key and the claim as its arguments. It fails with
+// EIdempotencyKeyInUse when no row changed: w.Claim was taken over.
+func (tx *Tx) byClaim(ctx context.Context, w IdempotentWrite, what, q string, set ...any) error {
+	res, err := tx.exec(ctx, q, append(set, w.Handle, w.UserID, w.Key, w.Claim)...)
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
 	}
-	n, err := res.RowsAffected()
 	switch {
 	case err != nil:
-		return fmt.Errorf("hold idempotency key of %q in %q: %w", w.UserID, w.Handle, err)
+		return fmt.Errorf("%s idempotency key of %q in %q: %w", what, w.UserID, w.Handle, err)
 	case n != 1:
 		e := coderun.Errorf(coderun.EIdempotencyKeyInUse, "this attempt took so long that a retry with Idempotency-Key %q took over; its answer is the one kept", w.Key)
 		e.RetryAfter = time.Second
