@@ -101,10 +101,10 @@ func (l *requestLog) flushFor(ctx context.Context, id string) {
 	defer l.writing.Unlock()
 }
 
-// flush writes every pending request. The write is the log's, not the caller's: it
-// goes on when the caller's context ends (a reporter who hangs up), so that
-// others' requests are not lost with it. A batch that cannot be written is
-// tried again with the next, maxRequestWriteFailures times.
+// flush writes every pending request. The write is the log's, not the
+// caller's: it goes on when the caller's context ends (a reporter who hangs
+// up), so that others' requests are not lost with it. A batch that cannot be
+// written is tried again with the next, maxRequestWriteFailures times.
 func (l *requestLog) flush(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestWriteTimeout)
 	defer cancel()

@@ -133,11 +133,6 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 	if err != nil {
 		return rt, false, err
 	}
-	done, err := s.checks.start(handle)
-	if err != nil {
-		return rt, false, err
-	}
-	defer done()
 	if !imageAllowed(s.opts.ImagePrefixes, handle, rt.Image) {
 		return rt, false, coderun.Errorf(coderun.EConflict,
 			"runtime %q uses %s, which this server does not run (only images under %s)", key, rt.Image, strings.Join(s.opts.ImagePrefixes, ", "))
@@ -145,6 +140,11 @@ func (s *Service) ValidateRuntimeImage(ctx context.Context, handle, key string, 
 	if s.images == nil {
 		return rt, false, coderun.Errorf(coderun.EUnavailable, "no container engine is configured")
 	}
+	done, err := s.checks.start(handle)
+	if err != nil {
+		return rt, false, err
+	}
+	defer done()
 	resolved, fail, err := s.images.CheckImage(ctx, rt.Image, rt.Digest)
 	if err != nil {
 		s.log.ErrorContext(ctx, "image check failed", "handle", handle, "runtime", key, "err", err)
