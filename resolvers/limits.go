@@ -259,8 +259,9 @@ func (c costCharge) MutateOperationContext(ctx context.Context, opCtx *graphql.O
 	return nil
 }
 
-// rateLimited refuses an operation, what with its cost, over its caller's
-// quota: err says how, and when to come back.
+// rateLimited refuses an operation over its caller's quota: what describes
+// the operation (its cost and writes), err why it was refused and when to
+// come back.
 func rateLimited(what string, err error) *gqlerror.Error {
 	gqlErr := gqlerror.Errorf("%s: %v", what, err)
 	errcode.Set(gqlErr, codeRateLimited)
