@@ -149,14 +149,12 @@ func work(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := engine.Ping(ctx); err != nil {
 		return fmt.Errorf("the container engine is not reachable: %w", err)
 	}
+	// Followers are served by other processes: they hear of this worker's
+	// runs through NOTIFY.
 	wopts := cfg.workerOptions(log)
-	if db.Dialect() == "postgres" {
-		// Followers are served by other processes: they hear of this
-		// worker's runs through NOTIFY.
-		notifier, stopNotifying := notifyRunChanges(db, nil, log)
-		defer stopNotifying()
-		wopts.Events = notifier
-	}
+	notifier, stopNotifying := notifyRunChanges(db, nil, log)
+	defer stopNotifying()
+	wopts.Events = notifier
 	return worker.New(db, engine, wopts).Run(ctx)
 }
 
