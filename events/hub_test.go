@@ -413,7 +413,9 @@ func TestSlowSubscriberIsClosedWithoutHoldingAnythingBack(t *testing.T) {
 		t.Fatalf("slow subscriber got %d chunks and %v", len(chunks), err)
 	}
 	t.Logf("run of %d chunks stored in %v; slowest publish %v; slow subscriber closed after %d chunks: %v", total, took, timer.worst, len(chunks), err)
-	if timer.worst > 50*time.Millisecond {
+	// Generous for a loaded machine: a publish that waited on the slow
+	// subscriber would never return, since nothing reads it until the end.
+	if timer.worst > time.Second {
 		t.Fatalf("a publish took %v", timer.worst)
 	}
 	// It resumes where it was told to, and gets the rest.

@@ -55,7 +55,9 @@ func TestChangesCrossProcessesThroughPostgres(t *testing.T) {
 	}
 	checkChunks(t, chunks, 0, total)
 	t.Logf("%d chunks crossed processes; worst delay from commit to subscriber %v", total, worst)
-	if worst > 500*time.Millisecond {
+	// Generous for a loaded machine. Without NOTIFY a chunk would wait for
+	// the hour's poll, or a reconnection's reread at the earliest.
+	if worst > 5*time.Second {
 		t.Fatalf("a chunk took %v to cross: not live", worst)
 	}
 }

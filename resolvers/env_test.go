@@ -42,7 +42,7 @@ type env struct {
 // database. A tiny middleware stands in for the HTTP edge: it gives each
 // request an id and, for POST, the principal named by X-Test-User (a JWT-like
 // caller with every scope).
-func newEnv(t *testing.T, opts resolvers.Options) *env {
+func newEnv(t testing.TB, opts resolvers.Options) *env {
 	t.Helper()
 	db := openDB(t)
 	logs := &testenv.LogBuffer{}

@@ -96,17 +96,14 @@ func TestWideOperations(t *testing.T) {
 		t.Errorf("message = %q", got.Message)
 	}
 
-	// gqlparser checks that fields of one name can merge pair by pair, so a
-	// field repeated n times takes n² steps to validate: the token limit
-	// keeps the worst case short.
+	// The longest operation the token limit lets through is answered. (Its
+	// cost, n² merge checks for n repeats of one field, is measured by
+	// BenchmarkShapeLimits.)
 	e = newEnv(t, resolvers.Options{})
-	start := time.Now()
 	var out struct{ Handle struct{ ID string } }
 	e.data("alice", `{ handle(handle: "acme") { `+fields(resolvers.DefaultTokenLimit-10, func(int) string { return "id" })+`} }`, nil, &out)
-	took := time.Since(start)
-	t.Logf("%d repeats of one field: %v", resolvers.DefaultTokenLimit-10, took)
-	if took > 1500*time.Millisecond || out.Handle.ID == "" {
-		t.Errorf("took %v, answered %+v", took, out)
+	if out.Handle.ID == "" {
+		t.Errorf("answered %+v", out)
 	}
 }
 

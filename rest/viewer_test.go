@@ -21,8 +21,11 @@ import (
 	"github.com/gharart/coderun/internal/testenv"
 )
 
-// liveScript prints a line every ~100 ms for ~3 s, then one line on stderr.
-const liveScript = `for i in $(seq 1 30); do echo line $i; sleep 0.1; done; echo done >&2`
+// liveScript prints liveLines lines, one every ~200 ms for ~8 s, then one
+// line on stderr.
+const liveLines = 40
+
+var liveScript = fmt.Sprintf(`for i in $(seq 1 %d); do echo line $i; sleep 0.2; done; echo done >&2`, liveLines)
 
 // TestViewer drives the live viewer page in a real headless Chromium against
 // the whole stack: a real worker running busybox in the real engine.
@@ -62,9 +65,11 @@ func TestViewer(t *testing.T) {
 		if n := proxy.cut(); n == 0 {
 			t.Fatal("no connection to cut")
 		}
-		tab.poll(`document.getElementById("conn").dataset.state !== "live"`, 5*time.Second)
-		if status := s.do("GET", "/v2/handles/acme/code-runs/"+id, s.tok, nil).json(t)["status"]; status != "running" {
-			t.Fatalf("the connection dropped when the run was already %v; the test needs it mid-run", status)
+		tab.poll(`document.getElementById("conn").dataset.state !== "live"`, 15*time.Second)
+		// What the page had when the connection dropped (or more, if it is
+		// back already): the rest can only come by resuming.
+		if shown := eval[int](tab, `document.querySelectorAll("#term .line").length`); shown >= liveLines {
+			t.Fatalf("the page had all %d lines when the connection dropped; the test needs it mid-output", shown)
 		}
 		tab.poll(`document.getElementById("conn").dataset.state === "closed"`, 60*time.Second)
 
@@ -73,7 +78,7 @@ func TestViewer(t *testing.T) {
 			t.Fatalf("run %v", run)
 		}
 		var want []string
-		for i := 1; i <= 30; i++ {
+		for i := 1; i <= liveLines; i++ {
 			want = append(want, fmt.Sprintf("line %d", i))
 		}
 		want = append(want, "done")
@@ -113,9 +118,9 @@ func TestViewer(t *testing.T) {
 		// Scrolled up, the pane stops following and offers a way back.
 		tab.do(chromedp.EmulateViewport(1280, 500))
 		eval[any](tab, `document.getElementById("term").scrollTop = 0`)
-		tab.poll(`!document.getElementById("jump").hidden`, 5*time.Second)
+		tab.poll(`!document.getElementById("jump").hidden`, 15*time.Second)
 		tab.do(chromedp.Click(chromedp.ID("jump")))
-		tab.poll(`(t => t.scrollHeight - t.scrollTop - t.clientHeight < 2)(document.getElementById("term")) && document.getElementById("jump").hidden`, 5*time.Second)
+		tab.poll(`(t => t.scrollHeight - t.scrollTop - t.clientHeight < 2)(document.getElementById("term")) && document.getElementById("jump").hidden`, 15*time.Second)
 
 		// On a phone (in dark mode) the page fits the width; only the output
 		// pane may scroll sideways.
@@ -262,7 +267,7 @@ func (tb *tab) poll(expression string, timeout time.Duration) {
 
 // state describes what the page shows, for failure messages.
 func (tb *tab) state() string {
-	ctx, cancel := context.WithTimeout(tb.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(tb.ctx, 15*time.Second)
 	defer cancel()
 	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText.slice(0, 2000)`))
 	if err != nil {
