@@ -45,7 +45,7 @@ func newRunEnvWith(t testing.TB, opts resolvers.Options, hubOpts events.Options)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { engine.Close() })
+	t.Cleanup(func() { testenv.CloseEngine(engine) })
 	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 

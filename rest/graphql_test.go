@@ -23,7 +23,7 @@ func TestGraphQLAndRESTAgreeOnRuntimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { engine.Close() })
+	t.Cleanup(func() { testenv.CloseEngine(engine) })
 	id := testenv.BusyboxImage(t, demoImage)
 	forEachDatabase(t, func(t *testing.T, dbURL string) {
 		s := newStack(t, dbURL, engine)

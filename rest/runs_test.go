@@ -45,7 +45,7 @@ func newRunStackWith(t *testing.T, dbURL string, slots, maxActive int) *runStack
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { engine.Close() })
+	t.Cleanup(func() { testenv.CloseEngine(engine) })
 	s := &runStack{stack: newStack(t, dbURL, engine), engine: engine, docker: cli}
 	if slots > 0 {
 		s.startWorker(t, slots)

@@ -26,7 +26,7 @@ func TestValidateImageAgainstARealRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { engine.Close() })
+	t.Cleanup(func() { testenv.CloseEngine(engine) })
 
 	forEachDatabase(t, func(t *testing.T, dbURL string) {
 		s := newStack(t, dbURL, engine)

@@ -42,7 +42,7 @@ func TestFollowARunningRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer engine.Close()
+			defer testenv.CloseEngine(engine)
 			hub := events.NewHub(db, events.Options{})
 			svc := service.New(db, service.Options{Images: engine, Events: hub})
 			w := worker.New(db, engine, worker.Options{Slots: 2, Poll: 50 * time.Millisecond, Events: hub})

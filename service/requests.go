@@ -135,13 +135,15 @@ func (l *requestLog) flush(ctx context.Context) {
 	l.failures = 0
 }
 
-// Housekeep forgets what has outlived its retention (see Forget) at once and
-// then every hour, until ctx ends. A server runs it for as long as it serves.
+// Housekeep forgets what has outlived its retention (see Forget) and
+// releases images no longer used (see ReleaseImages), at once and then every
+// hour, until ctx ends. A server runs it for as long as it serves.
 func (s *Service) Housekeep(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
 		s.Forget(ctx)
+		s.ReleaseImages(ctx)
 		select {
 		case <-ctx.Done():
 			return

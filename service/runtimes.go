@@ -185,30 +185,43 @@ const maxImageChecksPerHandle = 2
 type imageChecks struct {
 	mu      sync.Mutex
 	running map[string]int
+	// releasing is held for reading by every check and for writing while
+	// images are released, so that none is released while a check pulls it.
+	releasing sync.RWMutex
 }
 
 // start counts a check of handle's, or refuses it with ERateLimited when
-// the handle has maxImageChecksPerHandle running; done ends it.
+// the handle has maxImageChecksPerHandle running; done ends it. A check
+// waits for a release of images in progress to end.
 func (c *imageChecks) start(handle string) (done func(), err error) {
+	if err := c.count(handle, 1); err != nil {
+		return nil, err
+	}
+	c.releasing.RLock()
+	return func() {
+		c.releasing.RUnlock()
+		c.count(handle, -1)
+	}, nil
+}
+
+// count adds n to the checks handle has running, unless that would take it
+// past maxImageChecksPerHandle.
+func (c *imageChecks) count(handle string, n int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.running[handle] >= maxImageChecksPerHandle {
+	if n > 0 && c.running[handle]+n > maxImageChecksPerHandle {
 		e := coderun.Errorf(coderun.ERateLimited, "handle %q is checking %d images already; try again when one is done", handle, maxImageChecksPerHandle)
 		e.RetryAfter = 5 * time.Second
 		e.Quota = &coderun.Quota{Policy: "image-checks", Limit: maxImageChecksPerHandle}
-		return nil, e
+		return e
 	}
 	if c.running == nil {
 		c.running = map[string]int{}
 	}
-	c.running[handle]++
-	return func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.running[handle]--; c.running[handle] == 0 {
-			delete(c.running, handle)
-		}
-	}, nil
+	if c.running[handle] += n; c.running[handle] == 0 {
+		delete(c.running, handle)
+	}
+	return nil
 }
 
 // validationLease is how long an image check may hold its idempotency key

@@ -25,9 +25,20 @@ type ImageChecker interface {
 	CheckImage(ctx context.Context, image, digest string) (resolved string, fail *coderun.ErrorDetail, err error)
 }
 
+// ImageReleaser lets go of the images an installation pulled that keep does
+// not want, removing those nothing else on the engine needs; it returns the
+// digests let go of.
+type ImageReleaser interface {
+	ReleaseImages(ctx context.Context, keep func(digest string) bool) ([]string, error)
+}
+
 // Options configure a Service.
 type Options struct {
 	Images ImageChecker
+	// ReleaseImages has Housekeep release the images validation pulled that
+	// no runtime and no unfinished run names any more, when Images is an
+	// ImageReleaser.
+	ReleaseImages bool
 	// MaxLimits lowers the contract's maxima for runtimes on this server.
 	MaxLimits coderun.Limits
 	// AllowNetwork lets runtimes ask for a network (off by default).

@@ -3,6 +3,8 @@ package store_test
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ func TestQueue(t *testing.T) {
 		{"a lease belongs to its worker until it lapses", testLease},
 		{"output is numbered without gaps and counted", testAppendOutput},
 		{"a finished run keeps its history and is final", testFinishRun},
+		{"the images in use are the runtimes' and the unfinished runs'", testImageDigestsInUse},
 	}
 	for _, engine := range engines {
 		t.Run(engine.name, func(t *testing.T) {
@@ -258,5 +261,35 @@ func testFinishRun(t *testing.T, db *store.DB) {
 	})
 	if !errors.Is(err, store.ErrLeaseLost) {
 		t.Fatalf("a finished run was finished again: %v", err)
+	}
+}
+
+func testImageDigestsInUse(t *testing.T, db *store.DB) {
+	digest := func(c string) string { return "sha256:" + strings.Repeat(c, 64) }
+	createHandle(t, db, "acme")
+	createHandle(t, db, "globex")
+	for handle, d := range map[string]string{"acme": digest("a"), "globex": digest("b")} {
+		rt := newRuntime(handle, "sh")
+		rt.Digest = d
+		putRuntime(t, db, rt)
+	}
+	for i, image := range []string{"img@" + digest("c"), digest("d"), "img@" + digest("e")} {
+		id := fmt.Sprintf("run_%04d", i)
+		run := coderun.Run{
+			ID: id, Handle: "acme", RuntimeKey: "sh", Image: image, Status: coderun.RunQueued,
+			Limits: coderun.DefaultLimits, CreatedAt: at,
+			Transitions: []coderun.Transition{{Status: coderun.RunQueued, At: at, Reason: "submitted"}},
+		}
+		inTx(t, db, func(tx *store.Tx) error { return tx.CreateRun(t.Context(), run, coderun.RunJob{}) })
+	}
+	// The last run is over: its image is no longer needed for it.
+	inTx(t, db, func(tx *store.Tx) error {
+		return tx.FinishQueuedRun(t.Context(), "run_0002", coderun.RunCancelled, at, "cancelled")
+	})
+	var inUse map[string]bool
+	inTx(t, db, func(tx *store.Tx) (err error) { inUse, err = tx.ImageDigestsInUse(t.Context()); return err })
+	want := map[string]bool{digest("a"): true, digest("b"): true, digest("c"): true, digest("d"): true}
+	if !maps.Equal(inUse, want) {
+		t.Fatalf("in use: %v, want %v", inUse, want)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/gharart/coderun"
 )
@@ -197,4 +198,26 @@ func (tx *Tx) PutRuntime(ctx context.Context, rt coderun.Runtime) (created bool,
 		return false, fmt.Errorf("update runtime %s/%s: %d rows changed, want 1", rt.Handle, rt.Key, n)
 	}
 	return false, nil
+}
+
+// ImageDigestsInUse returns the manifest digests that the runtimes of every
+// handle declare and that the runs not yet finished start from: the images
+// the engine must keep.
+func (tx *Tx) ImageDigestsInUse(ctx context.Context) (map[string]bool, error) {
+	const q = `SELECT digest FROM runtimes
+		UNION SELECT image FROM runs WHERE status IN ('queued', 'starting', 'running')`
+	var refs []string
+	if err := tx.selectAll(ctx, &refs, q); err != nil {
+		return nil, fmt.Errorf("image digests in use: %w", err)
+	}
+	inUse := make(map[string]bool, len(refs))
+	for _, ref := range refs {
+		// A run's image is name@digest, or a local-only image's id.
+		_, digest, _ := strings.Cut(ref, "@")
+		if digest == "" {
+			digest = ref
+		}
+		inUse[digest] = true
+	}
+	return inUse, nil
 }

@@ -50,7 +50,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		defer stopNotifying()
 		publish = notifier
 	}
-	opts := service.Options{Images: engine, AllowNetwork: cfg.AllowNetwork, ImagePrefixes: cfg.imagePrefixes(), Logger: log, Events: hub, Publish: publish}
+	opts := service.Options{Images: engine, ReleaseImages: cfg.ReleaseImages, AllowNetwork: cfg.AllowNetwork, ImagePrefixes: cfg.imagePrefixes(), Logger: log, Events: hub, Publish: publish}
 	var wrk *worker.Worker
 	if cfg.WorkerSlots > 0 {
 		wopts := cfg.workerOptions(log)

@@ -163,7 +163,8 @@ func platformList(ps []ocispec.Platform) string {
 	return strings.Join(names, ", ")
 }
 
-// pull makes pin present on the engine, for target's platform when given.
+// pull makes pin present on the engine, for target's platform when given,
+// and holds it for this installation (see ReleaseImages).
 func (e *Engine) pull(ctx context.Context, pin reference.Canonical, target *platform) (*coderun.ErrorDetail, error) {
 	pctx, cancel := context.WithTimeout(ctx, e.pullTimeout)
 	defer cancel()
@@ -188,7 +189,7 @@ func (e *Engine) pull(ctx context.Context, pin reference.Canonical, target *plat
 	if _, err := e.cli.ImageInspect(ctx, pin.String()); err != nil {
 		return nil, fmt.Errorf("pulled %s, but the engine does not have it: %w", pin, err)
 	}
-	return nil, nil
+	return nil, e.hold(ctx, pin)
 }
 
 // verdict classifies err, a failed registry interaction that ran under opCtx:

@@ -31,7 +31,7 @@ func newEngine(t *testing.T, opts ...docker.Option) *docker.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Close() })
+	t.Cleanup(func() { testenv.CloseEngine(e) })
 	if err := e.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}

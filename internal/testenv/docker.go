@@ -170,3 +170,19 @@ func missingDockerService(t testing.TB, what, how string) {
 	}
 	t.Skipf("%s: %s", what, how)
 }
+
+// holdingEngine is an engine that holds the images it pulls (docker.Engine).
+type holdingEngine interface {
+	ReleaseImages(ctx context.Context, keep func(digest string) bool) ([]string, error)
+	Close() error
+}
+
+// CloseEngine lets go of every image e holds, so that test engines leave no
+// hold tags behind (an image is removed only when nothing else names it),
+// and closes e.
+func CloseEngine(e holdingEngine) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e.ReleaseImages(ctx, func(string) bool { return false })
+	e.Close()
+}
