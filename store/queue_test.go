@@ -273,22 +273,34 @@ func testImageDigestsInUse(t *testing.T, db *store.DB) {
 		rt.Digest = d
 		putRuntime(t, db, rt)
 	}
-	for i, image := range []string{"img@" + digest("c"), digest("d"), "img@" + digest("e")} {
-		id := fmt.Sprintf("run_%04d", i)
+	submit := func(n int, image string) string {
+		id := fmt.Sprintf("run_%04d", n)
 		run := coderun.Run{
 			ID: id, Handle: "acme", RuntimeKey: "sh", Image: image, Status: coderun.RunQueued,
 			Limits: coderun.DefaultLimits, CreatedAt: at,
 			Transitions: []coderun.Transition{{Status: coderun.RunQueued, At: at, Reason: "submitted"}},
 		}
 		inTx(t, db, func(tx *store.Tx) error { return tx.CreateRun(t.Context(), run, coderun.RunJob{}) })
+		return id
 	}
-	// The last run is over: its image is no longer needed for it.
+	// One run starting, one running, one queued, one over.
+	submit(0, "img@"+digest("c"))
+	if _, ok := claim(t, db, "w"); !ok {
+		t.Fatal("no run to claim")
+	}
+	running := submit(1, "img@"+digest("d"))
+	if _, ok := claim(t, db, "w"); !ok {
+		t.Fatal("no run to claim")
+	}
+	inTx(t, db, func(tx *store.Tx) error { return tx.MarkRunning(t.Context(), running, "w", at) })
+	submit(2, "img@"+digest("e"))
+	over := submit(3, "img@"+digest("f"))
 	inTx(t, db, func(tx *store.Tx) error {
-		return tx.FinishQueuedRun(t.Context(), "run_0002", coderun.RunCancelled, at, "cancelled")
+		return tx.FinishQueuedRun(t.Context(), over, coderun.RunCancelled, at, "cancelled")
 	})
 	var inUse map[string]bool
 	inTx(t, db, func(tx *store.Tx) (err error) { inUse, err = tx.ImageDigestsInUse(t.Context()); return err })
-	want := map[string]bool{digest("a"): true, digest("b"): true, digest("c"): true, digest("d"): true}
+	want := map[string]bool{digest("a"): true, digest("b"): true, digest("c"): true, digest("d"): true, digest("e"): true}
 	if !maps.Equal(inUse, want) {
 		t.Fatalf("in use: %v, want %v", inUse, want)
 	}

@@ -212,12 +212,12 @@ func (tx *Tx) ImageDigestsInUse(ctx context.Context) (map[string]bool, error) {
 	}
 	inUse := make(map[string]bool, len(refs))
 	for _, ref := range refs {
-		// A run's image is name@digest, or a local-only image's id.
-		_, digest, _ := strings.Cut(ref, "@")
-		if digest == "" {
-			digest = ref
+		// A run's image is name@digest (a local-only image's digest is its
+		// id); a runtime's digest stands alone.
+		if _, digest, ok := strings.Cut(ref, "@"); ok {
+			ref = digest
 		}
-		inUse[digest] = true
+		inUse[ref] = true
 	}
 	return inUse, nil
 }

@@ -60,7 +60,7 @@ func (c *config) bindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WorkerLease, "worker-lease", envDuration("CODERUN_WORKER_LEASE", 15*time.Second), "how long a worker's claim on a run lasts without renewal; a crashed worker's runs are recovered after it (CODERUN_WORKER_LEASE)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", int64(envInt("CODERUN_MAX_BODY_BYTES", 1<<20)), "largest request body accepted (CODERUN_MAX_BODY_BYTES)")
 	fs.BoolVar(&c.AllowNetwork, "allow-network", envBool("CODERUN_ALLOW_NETWORK", false), "let runtimes ask for a network (CODERUN_ALLOW_NETWORK)")
-	fs.BoolVar(&c.ReleaseImages, "release-images", envBool("CODERUN_RELEASE_IMAGES", true), "hourly, remove the images validation pulled that no runtime or unfinished run uses any more (CODERUN_RELEASE_IMAGES)")
+	fs.BoolVar(&c.ReleaseImages, "release-images", envBool("CODERUN_RELEASE_IMAGES", true), "at start and hourly, remove the images validation pulled that no runtime or unfinished run uses any more (CODERUN_RELEASE_IMAGES)")
 	fs.StringVar(&c.ImagePrefixes, "image-prefixes", env("CODERUN_IMAGE_PREFIXES", ""), "repositories runtimes may use, comma-separated, {handle} standing for the handle, e.g. registry.example.com/{handle}/ (CODERUN_IMAGE_PREFIXES; default any)")
 	fs.StringVar(&c.InitBinary, "init", env("CODERUN_INIT", ""), "the coderun-init binary every sandbox starts with (CODERUN_INIT; default: coderun-init beside this binary)")
 	fs.BoolVar(&c.Introspection, "graphql-introspection", envBool("CODERUN_GRAPHQL_INTROSPECTION", true), "serve GraphQL introspection (CODERUN_GRAPHQL_INTROSPECTION)")

@@ -209,6 +209,49 @@ func TestCrashRecovery(t *testing.T) {
 	}
 }
 
+// Images validation pulled go once no runtime uses them: a server started
+// after a runtime moved to another image removes the image it used before
+// and runs from the new one.
+func TestServeReleasesImagesNoRuntimeUses(t *testing.T) {
+	cli := testenv.Docker(t)
+	oldImage, oldDigest, oldPin := testenv.PushedImage(t)
+	newImage, newDigest, newPin := testenv.PushedImage(t)
+	in := newInstance(t, testenv.SQLiteURL(t))
+	in.cli("handle", "create", "acme", "--owner", "alice")
+	token := in.cli("token", "create", "--user", "alice", "--handle", "acme", "--scopes", "all")
+	server := in.serve()
+	use := func(image, digest string) {
+		t.Helper()
+		in.call("PUT", "/v2/handles/acme/code-runtimes/sh", token, map[string]any{
+			"image": image, "digest": digest, "command": []string{"sh", "main.sh"}, "entrypointFile": "main.sh"})
+		if _, rt := in.call("POST", "/v2/handles/acme/code-runtimes/sh/validate-image", token, nil); rt["validation"].(map[string]any)["status"] != "validated" {
+			t.Fatalf("runtime %v", rt)
+		}
+	}
+	use(oldImage, oldDigest)
+	old, err := cli.ImageInspect(context.Background(), oldPin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	use(newImage, newDigest)
+
+	server.Process.Signal(syscall.SIGTERM)
+	server.Wait()
+	in.serve()
+	waitFor(t, 30*time.Second, "the image no runtime uses to be removed", func() bool {
+		_, err := cli.ImageInspect(context.Background(), old.ID)
+		return err != nil
+	})
+	if _, err := cli.ImageInspect(context.Background(), newPin); err != nil {
+		t.Fatalf("the image the runtime uses: %v", err)
+	}
+	_, run := in.call("POST", "/v2/handles/acme/code-runs", token, map[string]any{"runtimeKey": "sh", "code": "echo ok"})
+	waitFor(t, 30*time.Second, "a run of the new image to succeed", func() bool {
+		_, r := in.call("GET", "/v2/handles/acme/code-runs/"+run["runId"].(string), token, nil)
+		return r["status"] == "succeeded"
+	})
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/distribution/reference"
 	"github.com/moby/moby/client"
 )
 
@@ -18,9 +17,13 @@ import (
 // of the holds no longer needed and removes an image once nothing else names
 // it.
 
+// holdRepos is what the repositories of every installation's hold tags
+// start with.
+const holdRepos = "coderun-hold/"
+
 // holdRepo is the repository of this installation's hold tags.
 func (e *Engine) holdRepo() string {
-	return "coderun-hold/" + strings.ToLower(e.instance)
+	return holdRepos + strings.ToLower(e.instance)
 }
 
 // holdTag is the tag with which this installation holds the image at digest.
@@ -28,11 +31,12 @@ func (e *Engine) holdTag(digest string) string {
 	return e.holdRepo() + ":" + strings.Replace(digest, ":", "-", 1)
 }
 
-// hold tags the image pulled as pin with this installation's hold tag.
-func (e *Engine) hold(ctx context.Context, pin reference.Canonical) error {
-	_, err := e.cli.ImageTag(ctx, client.ImageTagOptions{Source: pin.String(), Target: e.holdTag(pin.Digest().String())})
+// hold tags the image source (a reference or an image id), validated as
+// digest, with this installation's hold tag.
+func (e *Engine) hold(ctx context.Context, source, digest string) error {
+	_, err := e.cli.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: e.holdTag(digest)})
 	if err != nil {
-		return fmt.Errorf("hold %s: %w", pin, err)
+		return fmt.Errorf("hold %s: %w", source, err)
 	}
 	return nil
 }
@@ -45,7 +49,7 @@ func (e *Engine) hold(ctx context.Context, pin reference.Canonical) error {
 // left on the engine. It returns the digests it let go of.
 func (e *Engine) ReleaseImages(ctx context.Context, keep func(digest string) bool) ([]string, error) {
 	prefix := e.holdRepo() + ":"
-	list, err := e.cli.ImageList(ctx, client.ImageListOptions{})
+	list, err := e.cli.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", e.holdRepo())})
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
@@ -96,7 +100,9 @@ func (e *Engine) release(ctx context.Context, id, tag, digest string) (done bool
 		// The references the image was pulled by go first: the hold keeps
 		// the image meanwhile, and removing it last removes the image.
 		for _, rd := range img.RepoDigests {
-			if strings.HasSuffix(rd, "@"+digest) {
+			// (An engine on the containerd image store lists the holds here
+			// too; they are tags, removed as such.)
+			if strings.HasSuffix(rd, "@"+digest) && !strings.HasPrefix(rd, holdRepos) {
 				if _, err := e.cli.ImageRemove(ctx, rd, client.ImageRemoveOptions{PruneChildren: true}); err != nil && !cerrdefs.IsNotFound(err) {
 					return false, fmt.Errorf("remove %s: %w", rd, err)
 				}

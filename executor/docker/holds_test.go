@@ -2,8 +2,6 @@ package docker_test
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -16,32 +14,6 @@ import (
 	"github.com/gharart/coderun/internal/testenv"
 )
 
-// registryImage builds an image of its own (busybox with a label no other
-// image has), pushes it to the test registry and removes the engine's copy.
-// It returns the image as a runtime names it (name:tag), the digest the
-// registry serves for it, and the pin validation pulls (name@digest).
-func registryImage(t *testing.T) (image, digest, pin string) {
-	t.Helper()
-	tag := uniqueTag()
-	name := testenv.Registry(t) + "/coderun-test/held"
-	ref := name + ":" + tag
-	build := exec.Command("docker", "build", "--quiet", "--tag", ref, "-")
-	build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	build.Stdin = strings.NewReader("FROM " + busybox(t) + "\nLABEL coderun.test=" + tag + "\n")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("docker build: %v\n%s", err, out)
-	}
-	digest = testenv.PushImage(t, ref)
-	cli := testenv.Docker(t)
-	if _, err := cli.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{PruneChildren: true}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cli.ImageRemove(context.Background(), name+"@"+digest, client.ImageRemoveOptions{Force: true, PruneChildren: true})
-	})
-	return ref, digest, name + "@" + digest
-}
-
 // present reports whether the engine has ref.
 func present(t *testing.T, ref string) bool {
 	t.Helper()
@@ -50,6 +22,15 @@ func present(t *testing.T, ref string) bool {
 		t.Fatal(err)
 	}
 	return err == nil
+}
+
+func imageID(t *testing.T, ref string) string {
+	t.Helper()
+	img, err := testenv.Docker(t).ImageInspect(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img.ID
 }
 
 func release(t *testing.T, e *docker.Engine, keep ...string) []string {
@@ -65,7 +46,7 @@ func release(t *testing.T, e *docker.Engine, keep ...string) []string {
 // removed once none holds it, no container uses it and nothing else names
 // it; what keep wants stays.
 func TestReleaseImages(t *testing.T) {
-	image, digest, pin := registryImage(t)
+	image, digest, pin := testenv.PushedImage(t)
 	instance := "test-" + uniqueTag()
 	a := newEngine(t, docker.WithInstance(instance+"-a"))
 	b := newEngine(t, docker.WithInstance(instance+"-b"))
@@ -78,6 +59,7 @@ func TestReleaseImages(t *testing.T) {
 	if !present(t, holdA) {
 		t.Fatalf("validation pulled %s without holding it", pin)
 	}
+	id := imageID(t, pin)
 	if got := release(t, a, digest); len(got) != 0 || !present(t, pin) {
 		t.Fatalf("released %v of an image still wanted", got)
 	}
@@ -106,8 +88,8 @@ func TestReleaseImages(t *testing.T) {
 	if _, err := cli.ContainerRemove(context.Background(), ctr.ID, client.ContainerRemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	if got := release(t, b); !slices.Equal(got, []string{digest}) || present(t, holdB) || present(t, pin) {
-		t.Fatalf("released %v; the image is still there: %v", got, present(t, pin))
+	if got := release(t, b); !slices.Equal(got, []string{digest}) || present(t, holdB) || present(t, pin) || present(t, id) {
+		t.Fatalf("released %v; the image is still there: %v", got, present(t, id))
 	}
 
 	// Validated again, it is pulled and held again.
@@ -119,7 +101,7 @@ func TestReleaseImages(t *testing.T) {
 
 // An image someone else tagged, and a local-only image, stay on the engine.
 func TestReleaseImagesLeavesWhatOthersName(t *testing.T) {
-	image, digest, pin := registryImage(t)
+	image, digest, pin := testenv.PushedImage(t)
 	e := newEngine(t, docker.WithInstance("test-"+uniqueTag()))
 	if _, fail := check(t, e, image, digest); fail != nil {
 		t.Fatal(fail)
@@ -142,5 +124,36 @@ func TestReleaseImagesLeavesWhatOthersName(t *testing.T) {
 	if !present(t, pin) || !present(t, operator) || !present(t, local) {
 		t.Fatalf("the image %v, the operator's tag %v, the local image %v: want all three kept",
 			present(t, pin), present(t, operator), present(t, local))
+	}
+}
+
+// A copy of an image another installation pulled, validated from the engine
+// alone (its reference names no registry it was pulled from), is held by
+// this installation too: the other one's release leaves it.
+func TestLocalCopiesOfHeldImagesAreHeld(t *testing.T) {
+	image, digest, pin := testenv.PushedImage(t)
+	instance := "test-" + uniqueTag()
+	a := newEngine(t, docker.WithInstance(instance+"-a"))
+	b := newEngine(t, docker.WithInstance(instance+"-b"))
+	if _, fail := check(t, a, image, digest); fail != nil {
+		t.Fatal(fail)
+	}
+	id := imageID(t, pin)
+	cli := testenv.Docker(t)
+	local := testenv.Registry(t) + "/coderun-test/never-pushed:" + uniqueTag()
+	if _, err := cli.ImageTag(context.Background(), client.ImageTagOptions{Source: pin, Target: local}); err != nil {
+		t.Fatal(err)
+	}
+	if _, fail := check(t, b, local, digest); fail != nil {
+		t.Fatal(fail)
+	}
+	if _, err := cli.ImageRemove(context.Background(), local, client.ImageRemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := release(t, a); !slices.Equal(got, []string{digest}) || !present(t, pin) {
+		t.Fatalf("released %v; the image is there: %v, want it kept for the other installation", got, present(t, pin))
+	}
+	if got := release(t, b); !slices.Equal(got, []string{digest}) || present(t, id) {
+		t.Fatalf("released %v; the image is still there: %v", got, present(t, id))
 	}
 }

@@ -50,7 +50,12 @@ func (e *Engine) CheckImage(ctx context.Context, image, digest string) (resolved
 	}
 	if local != nil && (reference.Domain(named) == "docker.io" || local.repoDigest == "") {
 		resolved, fail := local.check(named, digest)
-		return resolved, fail, nil
+		// A copy another installation pulled is held here too, so that its
+		// release leaves the copy to this one.
+		if fail == nil && local.held {
+			err = e.hold(ctx, local.id, digest)
+		}
+		return resolved, fail, err
 	}
 	return e.checkRegistry(ctx, named, digest)
 }
@@ -60,6 +65,7 @@ type localCopy struct {
 	id         string   // the image ID: the digest of its config
 	digests    []string // the manifest digests of all its RepoDigests
 	repoDigest string   // the manifest digest under the reference's own name, if any
+	held       bool     // an installation holds it (see ReleaseImages)
 }
 
 // localCopy returns the engine's copy of the image named, or nil if it has none.
@@ -74,6 +80,9 @@ func (e *Engine) localCopy(ctx context.Context, named reference.Named) (*localCo
 		return nil, fmt.Errorf("inspect local image %s: %w", named, err)
 	}
 	c := &localCopy{id: img.ID}
+	for _, tag := range img.RepoTags {
+		c.held = c.held || strings.HasPrefix(tag, holdRepos)
+	}
 	for _, rd := range img.RepoDigests {
 		ref, err := reference.ParseNormalizedNamed(rd)
 		if err != nil {
@@ -134,7 +143,7 @@ func (e *Engine) checkRegistry(ctx context.Context, named reference.Named, diges
 	if err != nil {
 		return found, nil, fmt.Errorf("pin %s to %s: %w", named, found, err)
 	}
-	fail, err := e.pull(ctx, pin, target)
+	fail, err := e.pull(ctx, pin, target, 0)
 	return found, fail, err
 }
 
@@ -164,8 +173,9 @@ func platformList(ps []ocispec.Platform) string {
 }
 
 // pull makes pin present on the engine, for target's platform when given,
-// and holds it for this installation (see ReleaseImages).
-func (e *Engine) pull(ctx context.Context, pin reference.Canonical, target *platform) (*coderun.ErrorDetail, error) {
+// and holds it for this installation (see ReleaseImages); attempt counts the
+// pulls made before this one.
+func (e *Engine) pull(ctx context.Context, pin reference.Canonical, target *platform, attempt int) (*coderun.ErrorDetail, error) {
 	pctx, cancel := context.WithTimeout(ctx, e.pullTimeout)
 	defer cancel()
 	var opts client.ImagePullOptions
@@ -189,7 +199,17 @@ func (e *Engine) pull(ctx context.Context, pin reference.Canonical, target *plat
 	if _, err := e.cli.ImageInspect(ctx, pin.String()); err != nil {
 		return nil, fmt.Errorf("pulled %s, but the engine does not have it: %w", pin, err)
 	}
-	return nil, e.hold(ctx, pin)
+	if err := e.hold(ctx, pin.String(), pin.Digest().String()); err != nil {
+		return nil, err
+	}
+	// Another installation releasing the image between the pull and the
+	// hold may have taken the reference runs start from: pull it again.
+	if _, err := e.cli.ImageInspect(ctx, pin.String()); cerrdefs.IsNotFound(err) && attempt < 2 {
+		return e.pull(ctx, pin, target, attempt+1)
+	} else if err != nil {
+		return nil, fmt.Errorf("held %s, but the engine does not have it: %w", pin, err)
+	}
+	return nil, nil
 }
 
 // verdict classifies err, a failed registry interaction that ran under opCtx:

@@ -171,6 +171,38 @@ func missingDockerService(t testing.TB, what, how string) {
 	t.Skipf("%s: %s", what, how)
 }
 
+// PushedImage builds an image of its own (the demo busybox with a label no
+// other image has), pushes it to the test registry and removes the engine's
+// copy. It returns the image as a runtime names it (name:tag), the digest
+// the registry serves for it, and the pin validation pulls (name@digest).
+func PushedImage(t testing.TB) (image, digest, pin string) {
+	t.Helper()
+	script(t, nil, "demo-image.sh")
+	tag := fmt.Sprintf("t%d", time.Now().UnixNano())
+	name := Registry(t) + "/coderun-test/held"
+	image = name + ":" + tag
+	build := exec.Command("docker", "build", "--quiet", "--tag", image, "-")
+	build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	build.Stdin = strings.NewReader("FROM coderun-demo/busybox:1\nLABEL coderun.test=" + tag + "\n")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out)
+	}
+	digest = PushImage(t, image)
+	cli := Docker(t)
+	img, err := cli.ImageInspect(context.Background(), image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.ImageRemove(context.Background(), image, client.ImageRemoveOptions{PruneChildren: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Whatever pulled it again and held it, the image is the test's alone.
+	t.Cleanup(func() {
+		cli.ImageRemove(context.Background(), img.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+	})
+	return image, digest, name + "@" + digest
+}
+
 // holdingEngine is an engine that holds the images it pulls (docker.Engine).
 type holdingEngine interface {
 	ReleaseImages(ctx context.Context, keep func(digest string) bool) ([]string, error)
