@@ -19,7 +19,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/moby/moby/client"
 
+	"github.com/gharart/coderun/executor/docker"
 	"github.com/gharart/coderun/internal/testenv"
+	"github.com/gharart/coderun/store"
 )
 
 // binary is the coderun binary built for these tests: they run it the way an
@@ -64,6 +66,10 @@ func newInstance(t *testing.T, dbURL string) *instance {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	// Registered first, so it runs after the instance's processes have
+	// stopped: the holds its servers put on images (the ones they pulled, and
+	// local copies other tests' engines held meanwhile) go with it.
+	t.Cleanup(func() { releaseHolds(t, dbURL) })
 	return &instance{t: t, addr: addr, env: append(os.Environ(),
 		"CODERUN_DATABASE_URL="+dbURL,
 		"CODERUN_DATA_DIR="+t.TempDir(),
@@ -71,6 +77,29 @@ func newInstance(t *testing.T, dbURL string) *instance {
 		"CODERUN_WORKER_LEASE=2s",
 		"CODERUN_LOG_LEVEL=warn",
 	)}
+}
+
+// releaseHolds lets go of every image the installation on dbURL holds, as a
+// serve whose runtimes were all gone would.
+func releaseHolds(t *testing.T, dbURL string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Errorf("release the installation's holds: %v", err)
+		return
+	}
+	defer db.Close()
+	id, err := db.InstallationID(ctx)
+	if err != nil {
+		return // never migrated: nothing ran, nothing is held
+	}
+	engine, err := docker.New(docker.WithInstance(id))
+	if err != nil {
+		t.Errorf("release the installation's holds: %v", err)
+		return
+	}
+	testenv.CloseEngine(engine)
 }
 
 // cli runs a coderun command and returns its stdout; it fails the test if the
