@@ -39,7 +39,11 @@ const (
 	initDir = "/.coderun"
 	// initName is the init's file name in its volume.
 	initName = "coderun-init"
-	// LabelInit marks the init's volumes, and the containers that fill them.
+	// installTimeout bounds installing the init, whatever the caller's
+	// context.
+	installTimeout = time.Minute
+	// LabelInit marks the init's volumes, and the containers that fill them
+	// (both also carry LabelInstance).
 	LabelInit = "coderun.init"
 )
 
@@ -76,14 +80,19 @@ func (e *Engine) initVolume(ctx context.Context, image string) (string, error) {
 	}
 	sum := sha256.Sum256(bin)
 	name := "coderun-init-" + hex.EncodeToString(sum[:6]) + "-" + strings.ToLower(rand.Text()[:12])
-	labels := map[string]string{LabelInit: name}
+	labels := map[string]string{LabelInit: name, LabelInstance: e.instance}
+	// The volume serves every run of this Engine, not the caller's alone, so
+	// installing it is not cut short with the caller's context: the engine
+	// may carry out a request its client gave up on, and what it made then
+	// would be left behind. A failure removes what was made, by name.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), installTimeout)
+	defer cancel()
 	if _, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: name, Labels: labels}); err != nil {
+		e.removeInit(ctx, name)
 		return "", engineError(ctx, "create the volume for coderun-init", err)
 	}
 	if err := e.fillInit(ctx, image, name, bin, sum); err != nil {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		e.cli.VolumeRemove(rctx, name, client.VolumeRemoveOptions{Force: true})
+		e.removeInit(ctx, name)
 		return "", err
 	}
 	e.initReady = name
@@ -91,12 +100,21 @@ func (e *Engine) initVolume(ctx context.Context, image string) (string, error) {
 	return name, nil
 }
 
+// removeInit removes the init volume name and the container that fills it
+// (both named name), made or not, ctx ended or not.
+func (e *Engine) removeInit(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	e.cli.ContainerRemove(ctx, name, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	e.cli.VolumeRemove(ctx, name, client.VolumeRemoveOptions{Force: true})
+}
+
 // fillInit copies bin into volume through a container of image that mounts
 // it, then reads it back and compares.
 func (e *Engine) fillInit(ctx context.Context, image, volume string, bin []byte, sum [32]byte) error {
 	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: volume,
-		Config: &container.Config{Image: image, Labels: map[string]string{LabelInit: volume},
+		Config: &container.Config{Image: image, Labels: map[string]string{LabelInit: volume, LabelInstance: e.instance},
 			Entrypoint: []string{initDir + "/" + initName}},
 		HostConfig: &container.HostConfig{NetworkMode: "none", Mounts: []mount.Mount{initMount(volume, false)}},
 	})

@@ -18,8 +18,8 @@ import (
 
 // Bounds on the engine's work around a program, whatever the caller's context.
 const (
-	// engineTimeout bounds each request that must outlive ctx: starting,
-	// killing, inspecting.
+	// engineTimeout bounds each request that must outlive ctx: creating,
+	// starting, killing, inspecting.
 	engineTimeout = 15 * time.Second
 	// exitTimeout bounds the wait for the engine to report the exit of a
 	// program it was told to kill.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -787,4 +788,121 @@ func TestTheInitIsTheServicesOwn(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not static") {
 		t.Fatalf("a dynamically linked init: %v, want it refused as not static", err)
 	}
+}
+
+// A Prepare whose context ends while it works (installing coderun-init, or
+// creating the sandbox) leaves nothing on the engine once the run is cleaned
+// up, even where the engine carries out a request its client gave up on.
+// Attempts cut Prepares at fractions of the time a whole one takes: first a
+// new Engine's first Prepare, which installs the init, then Prepares on an
+// Engine whose init is in place, which only create the sandbox.
+func TestPrepareCutShortLeavesNothing(t *testing.T) {
+	cli := testenv.Docker(t)
+	image := busybox(t)
+	leftovers := func(instance string) (containers, volumes int) {
+		t.Helper()
+		mine := make(client.Filters).Add("label", docker.LabelInstance+"="+instance)
+		cs, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: mine})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs, err := cli.VolumeList(context.Background(), client.VolumeListOptions{Filters: mine})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs.Items {
+			cli.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true})
+		}
+		for _, v := range vs.Items {
+			cli.VolumeRemove(context.Background(), v.Name, client.VolumeRemoveOptions{Force: true})
+		}
+		return len(cs.Items), len(vs.Items)
+	}
+	newInstance := func() (*docker.Engine, string) {
+		t.Helper()
+		instance := "test-" + strings.ToLower(ulid.Make().String())
+		e, err := docker.New(docker.WithInit(testenv.Init(t)), docker.WithInstance(instance))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e, instance
+	}
+	// prepare runs one Prepare cut after d and cleans up after it as the
+	// worker does, however it ended.
+	prepare := func(e *docker.Engine, d time.Duration) (cut bool, took time.Duration, err error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		runID := newRunID()
+		began := time.Now()
+		_, err = e.Prepare(ctx, executor.Spec{RunID: runID, Image: image, Command: sh("true")})
+		took, cut = time.Since(began), ctx.Err() != nil
+		if err != nil && !cut {
+			t.Fatalf("Prepare: %v", err)
+		}
+		if cerr := e.Cleanup(context.Background(), runID); cerr != nil {
+			t.Fatalf("Cleanup: %v", cerr)
+		}
+		return cut, took, err
+	}
+	// quickest is the quickest of three whole runs of attempt: a first can
+	// be slow, and fractions of a slow one would cut few of the rest.
+	quickest := func(attempt func(time.Duration) (bool, time.Duration)) time.Duration {
+		whole := time.Duration(math.MaxInt64)
+		for range 3 {
+			cut, took := attempt(time.Minute)
+			if cut {
+				t.Fatal("a Prepare given a minute did not finish in it")
+			}
+			whole = min(whole, took)
+		}
+		return whole
+	}
+	cutAtFractions := func(what string, attempt func(time.Duration) (bool, time.Duration)) {
+		t.Helper()
+		whole := quickest(attempt)
+		cuts := 0
+		for i := 1; i < 20; i++ {
+			if cut, _ := attempt(whole * time.Duration(i) / 20); cut {
+				cuts++
+			}
+		}
+		// Prepares vary in speed; enough must still be cut.
+		if cuts < 8 {
+			t.Fatalf("%s: only %d of 19 Prepares were cut short (a whole one took %s): the test checked too little", what, cuts, whole)
+		}
+		t.Logf("%s: %d of 19 Prepares cut short; a whole one took %s", what, cuts, whole)
+	}
+
+	cutAtFractions("installing the init", func(d time.Duration) (bool, time.Duration) {
+		e, instance := newInstance()
+		cut, took, err := prepare(e, d)
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if c, v := leftovers(instance); c != 0 || v != 0 {
+			t.Fatalf("a first Prepare cut after %s (%v) left %d containers and %d volumes", d, err, c, v)
+		}
+		return cut, took
+	})
+
+	warm, instance := newInstance()
+	t.Cleanup(func() {
+		warm.Close()
+		leftovers(instance)
+	})
+	if _, _, err := prepare(warm, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	cutAtFractions("creating the sandbox", func(d time.Duration) (bool, time.Duration) {
+		cut, took, perr := prepare(warm, d)
+		runs, err := warm.Sandboxes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(runs) != 0 {
+			t.Fatalf("a Prepare cut after %s (%v) left the sandboxes of runs %v", d, perr, runs)
+		}
+		return cut, took
+	})
 }

@@ -140,7 +140,12 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 			hc.Tmpfs[dir] = hc.Tmpfs["/tmp"]
 		}
 	}
-	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+	// Not cut short with ctx: the engine may make a container its client
+	// gave up waiting for, after the caller's Cleanup looked for it. Whatever
+	// this returns, the container is there or not, and Cleanup finds it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engineTimeout)
+	defer cancel()
+	created, err := e.cli.ContainerCreate(cctx, client.ContainerCreateOptions{
 		Name:       containerName(spec.RunID),
 		Config:     config,
 		HostConfig: hc,
@@ -149,7 +154,7 @@ func (e *Engine) Prepare(ctx context.Context, spec executor.Spec) (executor.Sand
 		return nil, fmt.Errorf("create sandbox for run %s: %w: %w", spec.RunID, executor.ErrImageUnavailable, err)
 	}
 	if err != nil {
-		return nil, engineError(ctx, "create sandbox for run "+spec.RunID, err)
+		return nil, engineError(cctx, "create sandbox for run "+spec.RunID, err)
 	}
 	input := append(initInput(files), spec.Stdin...)
 	return &sandbox{cli: e.cli, id: created.ID, runID: spec.RunID, stdin: input, limits: limits}, nil
